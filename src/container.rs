@@ -1,0 +1,338 @@
+//! Containers, storage side: a record (name, image, run config) and a thin writable layer
+//! stacked on the image's top read-only layer.
+
+use crate::atomic_file::random_hex;
+use crate::digest::Digest;
+use crate::driver::{Driver, DriverError, LayerKind};
+use crate::meta::{Meta, MetaError};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse { name: String, id: String },
+    #[error("Invalid container name ({0}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    BadName(String),
+    #[error("container ID prefix {0:?} is ambiguous")]
+    Ambiguous(String),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+impl From<rusqlite::Error> for ContainerError {
+    fn from(e: rusqlite::Error) -> Self {
+        ContainerError::Meta(MetaError::Sql(e))
+    }
+}
+
+/// What the container runs; the image's config supplies what is not given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RunConfig {
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub working_dir: String,
+    #[serde(default)]
+    pub user: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image_id: Digest,
+    /// The image as the user named it (`busybox:latest`), for `ps`.
+    pub image_ref: String,
+    pub cache_id: String,
+    /// chainID of the image's top layer (None for an image without layers).
+    pub parent: Option<Digest>,
+    pub created: String,
+    pub config: RunConfig,
+    pub state: String,
+    pub mounts: i64,
+}
+
+pub struct NewContainer<'a> {
+    pub name: Option<&'a str>,
+    pub image_id: &'a Digest,
+    pub image_ref: &'a str,
+    pub parent: Option<(&'a Digest, &'a str)>,
+    pub config: RunConfig,
+}
+
+pub struct ContainerStore<'a> {
+    pub meta: &'a Meta,
+    pub driver: &'a dyn Driver,
+}
+
+const COLS: &str =
+    "id, name, image_id, image_ref, cache_id, parent, created, config, state, mounts";
+
+fn row(r: &rusqlite::Row) -> rusqlite::Result<Container> {
+    let bad = |e: String| rusqlite::Error::ToSqlConversionFailure(e.into());
+    let image_id: String = r.get(2)?;
+    let parent: Option<String> = r.get(5)?;
+    let config: String = r.get(7)?;
+    Ok(Container {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        image_id: image_id
+            .parse()
+            .map_err(|e: crate::digest::DigestParseError| bad(e.to_string()))?,
+        image_ref: r.get(3)?,
+        cache_id: r.get(4)?,
+        parent: parent.and_then(|p| p.parse().ok()),
+        created: r.get(6)?,
+        config: serde_json::from_str(&config).map_err(|e| bad(e.to_string()))?,
+        state: r.get(8)?,
+        mounts: r.get(9)?,
+    })
+}
+
+fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+}
+
+const ADJECTIVES: &[&str] = &[
+    "admiring", "bold", "brave", "busy", "clever", "cool", "eager", "elated", "focused", "gallant",
+    "happy", "jolly", "keen", "lucid", "modest", "nifty", "quirky", "relaxed", "sharp", "stoic",
+    "tender", "vibrant", "wizardly", "zealous",
+];
+const SURNAMES: &[&str] = &[
+    "albattani",
+    "babbage",
+    "curie",
+    "darwin",
+    "einstein",
+    "fermi",
+    "galileo",
+    "hopper",
+    "hypatia",
+    "kepler",
+    "lovelace",
+    "mccarthy",
+    "noether",
+    "pascal",
+    "ritchie",
+    "shannon",
+    "thompson",
+    "turing",
+    "wozniak",
+    "yalow",
+];
+
+fn random_name() -> String {
+    let mut b = [0u8; 2];
+    getrandom::fill(&mut b).expect("random source");
+    format!(
+        "{}_{}",
+        ADJECTIVES[b[0] as usize % ADJECTIVES.len()],
+        SURNAMES[b[1] as usize % SURNAMES.len()]
+    )
+}
+
+impl<'a> ContainerStore<'a> {
+    pub fn new(meta: &'a Meta, driver: &'a dyn Driver) -> Self {
+        ContainerStore { meta, driver }
+    }
+
+    /// Create the writable layer, then the record. A crash between the two leaves a driver
+    /// directory that no record names, removed on the next start.
+    pub fn create(&self, new: NewContainer) -> Result<Container, ContainerError> {
+        if let Some(n) = new.name {
+            if !valid_name(n) {
+                return Err(ContainerError::BadName(n.to_string()));
+            }
+            if let Some(c) = self.find_exact(n)? {
+                return Err(ContainerError::NameInUse {
+                    name: n.to_string(),
+                    id: c.id,
+                });
+            }
+        }
+        let id = random_hex(32);
+        let cache_id = random_hex(32);
+        self.driver
+            .create(&cache_id, new.parent.map(|p| p.1), LayerKind::ReadWrite)?;
+        let c = Container {
+            id: id.clone(),
+            name: String::new(),
+            image_id: new.image_id.clone(),
+            image_ref: new.image_ref.to_string(),
+            cache_id: cache_id.clone(),
+            parent: new.parent.map(|p| p.0.clone()),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            config: new.config,
+            state: "created".into(),
+            mounts: 0,
+        };
+        let config = serde_json::to_string(&c.config).expect("serializable");
+        let mut name = new.name.map(str::to_string).unwrap_or_else(random_name);
+        let mut attempt = 0;
+        loop {
+            let r = self.meta.write(|tx| -> Result<(), ContainerError> {
+                if tx
+                    .query_row("SELECT id FROM containers WHERE name=?1", params![name], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .is_some()
+                {
+                    return Err(ContainerError::NameInUse { name: name.clone(), id: String::new() });
+                }
+                tx.execute(
+                    &format!("INSERT INTO containers ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)"),
+                    params![
+                        c.id,
+                        name,
+                        c.image_id.to_string(),
+                        c.image_ref,
+                        c.cache_id,
+                        c.parent.as_ref().map(|p| p.to_string()),
+                        c.created,
+                        config,
+                        c.state
+                    ],
+                )?;
+                Ok(())
+            });
+            match r {
+                Ok(()) => break,
+                Err(ContainerError::NameInUse { .. }) if new.name.is_none() && attempt < 50 => {
+                    attempt += 1;
+                    name = format!(
+                        "{}{}",
+                        random_name(),
+                        if attempt > 10 {
+                            attempt.to_string()
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                Err(e) => {
+                    let _ = self.driver.remove(&cache_id);
+                    return Err(match e {
+                        ContainerError::NameInUse { name, .. } => {
+                            let id = self
+                                .find_exact(&name)
+                                .ok()
+                                .flatten()
+                                .map(|c| c.id)
+                                .unwrap_or_default();
+                            ContainerError::NameInUse { name, id }
+                        }
+                        e => e,
+                    });
+                }
+            }
+        }
+        Ok(Container { name, ..c })
+    }
+
+    fn find_exact(&self, name_or_id: &str) -> Result<Option<Container>, ContainerError> {
+        Ok(self
+            .meta
+            .conn()
+            .query_row(
+                &format!("SELECT {COLS} FROM containers WHERE name=?1 OR id=?1"),
+                params![name_or_id],
+                row,
+            )
+            .optional()?)
+    }
+
+    /// By exact name, full ID or unique ID prefix (as Docker).
+    pub fn get(&self, s: &str) -> Result<Container, ContainerError> {
+        let s = s.strip_prefix('/').unwrap_or(s);
+        if let Some(c) = self.find_exact(s)? {
+            return Ok(c);
+        }
+        if !s.is_empty() && s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            let mut st = self.meta.conn().prepare(&format!(
+                "SELECT {COLS} FROM containers WHERE id >= ?1 AND id < ?2 LIMIT 2"
+            ))?;
+            let found: Vec<Container> = st
+                .query_map(
+                    params![s.to_lowercase(), format!("{}g", s.to_lowercase())],
+                    row,
+                )?
+                .collect::<Result<_, _>>()?;
+            match found.len() {
+                1 => return Ok(found.into_iter().next().expect("one")),
+                2 => return Err(ContainerError::Ambiguous(s.to_string())),
+                _ => {}
+            }
+        }
+        Err(ContainerError::NotFound(s.to_string()))
+    }
+
+    pub fn list(&self) -> Result<Vec<Container>, ContainerError> {
+        let mut st = self.meta.conn().prepare(&format!(
+            "SELECT {COLS} FROM containers ORDER BY created DESC"
+        ))?;
+        Ok(st.query_map([], row)?.collect::<Result<_, _>>()?)
+    }
+
+    /// Containers whose image is `id`.
+    pub fn using_image(&self, id: &Digest) -> Result<Vec<Container>, ContainerError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|c| c.image_id == *id)
+            .collect())
+    }
+
+    /// Mount the container's root filesystem (counted: each mount needs an unmount).
+    pub fn mount(&self, c: &Container) -> Result<PathBuf, ContainerError> {
+        let p = self.driver.mount(&c.cache_id)?;
+        self.meta.write(|tx| -> Result<(), ContainerError> {
+            tx.execute(
+                "UPDATE containers SET mounts = mounts + 1 WHERE id=?1",
+                params![c.id],
+            )?;
+            Ok(())
+        })?;
+        Ok(p)
+    }
+
+    /// Drop one mount reference; unmount when none remain (or when `force`).
+    pub fn unmount(&self, c: &Container, force: bool) -> Result<(), ContainerError> {
+        let left: i64 = self.meta.write(|tx| -> Result<i64, ContainerError> {
+            tx.execute(
+                "UPDATE containers SET mounts = CASE WHEN ?2 OR mounts <= 1 THEN 0 ELSE mounts - 1 END WHERE id=?1",
+                params![c.id, force],
+            )?;
+            Ok(tx.query_row("SELECT mounts FROM containers WHERE id=?1", params![c.id], |r| r.get(0))?)
+        })?;
+        if left == 0 {
+            self.driver.unmount(&c.cache_id)?;
+        }
+        Ok(())
+    }
+
+    /// Delete the record, then the writable layer (a crash in between leaves only unnamed files).
+    pub fn remove(&self, c: &Container) -> Result<(), ContainerError> {
+        self.meta.write(|tx| -> Result<(), ContainerError> {
+            tx.execute("DELETE FROM containers WHERE id=?1", params![c.id])?;
+            Ok(())
+        })?;
+        self.driver.remove(&c.cache_id)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! Storage drivers: how read-only layers and writable layers are stacked on disk.
+//!
+//! A driver owns `ROOT/<driver-name>/` and nothing else. It knows layers only by an opaque
+//! cache-id (never a digest, as Docker since 1.10) and a parent cache-id; it knows nothing
+//! of images, tars or the metadata store.
+
+mod fsutil;
+pub mod overlay;
+pub mod vfs;
+
+use crate::archive::WhiteoutFormat;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// Bytes and inodes a layer's own directory uses (not its parents').
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Sum of st_size of regular files and symlinks, hardlinks counted once (as Docker's SizeRw).
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("layer {0} does not exist in the driver")]
+    NotFound(String),
+    #[error("layer {0} already exists in the driver")]
+    Exists(String),
+    #[error("mounting layer {id}: {reason}")]
+    Mount { id: String, reason: String },
+    #[error("storage driver {driver} is not supported here: {reason}")]
+    Unsupported {
+        driver: &'static str,
+        reason: String,
+    },
+}
+
+impl DriverError {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DriverError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The driver interface, shaped after Docker's graphdriver and containerd's snapshotter.
+///
+/// Reference counting of mounts across processes is the caller's business (the container
+/// store records it); `mount` is idempotent and `unmount` of an unmounted layer is a no-op.
+pub trait Driver: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Create layer `id` on top of `parent`. For vfs the new layer starts as a copy of the parent.
+    fn create(&self, id: &str, parent: Option<&str>, kind: LayerKind) -> Result<(), DriverError>;
+    /// Remove the layer and all its directories (unmounting first if needed). Missing is not an error.
+    fn remove(&self, id: &str) -> Result<(), DriverError>;
+    fn exists(&self, id: &str) -> bool;
+    /// The directory a layer tar is applied into (overlay: `<id>/diff`; vfs: `<id>/dir`).
+    fn diff_dir(&self, id: &str) -> PathBuf;
+    /// How whiteouts must be written into `diff_dir` when applying a layer tar.
+    fn whiteout_format(&self) -> WhiteoutFormat;
+    /// Make the layer's full root filesystem visible and return its path (overlay: a real kernel
+    /// overlay mount at `<id>/merged`; vfs: the layer directory itself).
+    fn mount(&self, id: &str) -> Result<PathBuf, DriverError>;
+    fn unmount(&self, id: &str) -> Result<(), DriverError>;
+    fn is_mounted(&self, id: &str) -> bool;
+    /// The layer's own usage (overlay: its upper/diff dir; vfs: its whole copy).
+    fn usage(&self, id: &str) -> Result<Usage, DriverError>;
+    /// `strata info` lines, e.g. ("Backing Filesystem", "extfs"), ("Supports d_type", "true").
+    fn status(&self) -> Vec<(String, String)>;
+    /// `inspect` GraphDriver.Data (LowerDir, MergedDir, UpperDir, WorkDir for overlay).
+    fn metadata(&self, id: &str) -> Vec<(String, String)>;
+    /// All cache-ids present on disk, for finding leftovers of interrupted operations.
+    fn list(&self) -> Result<Vec<String>, DriverError>;
+}
+
+/// Which driver a root uses when the user does not say: overlay where the backing filesystem
+/// supports it (a probe mount succeeds), else vfs.
+pub fn default_driver_name(root: &Path) -> &'static str {
+    if overlay::supported(root).is_ok() {
+        "overlay"
+    } else {
+        "vfs"
+    }
+}
+
+/// Open the named driver on `ROOT/<name>`.
+pub fn open(root: &Path, name: &str) -> Result<Box<dyn Driver>, DriverError> {
+    match name {
+        "overlay" | "overlay2" => Ok(Box::new(overlay::Overlay::open(&root.join("overlay"))?)),
+        "vfs" => Ok(Box::new(vfs::Vfs::open(&root.join("vfs"))?)),
+        _ => Err(DriverError::Unsupported {
+            driver: "unknown",
+            reason: format!("no driver named {name:?} (choose overlay or vfs)"),
+        }),
+    }
+}

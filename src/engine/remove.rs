@@ -1,0 +1,1 @@
+//! `strata rmi`, `image prune`

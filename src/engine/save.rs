@@ -1,0 +1,1 @@
+//! `strata save`: write images as an archive that `docker load`, skopeo and umoci accept.

@@ -1,0 +1,86 @@
+//! The parts of an image config (OCI / Docker) that strata reads. The original bytes are
+//! always kept and hashed: re-serializing would change the image ID.
+
+use crate::digest::Digest;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImageConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Kept as JSON: Docker-only fields (Healthcheck, OnBuild, ArgsEscaped…) must survive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub rootfs: RootFs,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<History>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RootFs {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub diff_ids: Vec<Digest>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_layer: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid image config: {0}")]
+pub struct ConfigError(pub String);
+
+impl ImageConfig {
+    pub fn parse(bytes: &[u8]) -> Result<ImageConfig, ConfigError> {
+        let c: ImageConfig =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
+        if c.rootfs.kind != "layers" {
+            return Err(ConfigError(format!(
+                "rootfs type {:?} is not \"layers\"",
+                c.rootfs.kind
+            )));
+        }
+        Ok(c)
+    }
+
+    /// A config field from the container config (`Cmd`, `Env`…), if present.
+    pub fn field(&self, name: &str) -> Option<&serde_json::Value> {
+        self.config.as_ref()?.get(name).filter(|v| !v.is_null())
+    }
+
+    pub fn created_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        parse_time(self.created.as_deref()?)
+    }
+}
+
+pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}

@@ -1,0 +1,517 @@
+//! The layer store: read-only layers keyed and shared by chainID.
+//!
+//! A layer is a driver directory (named by a random cache-id), its tar-split file (so the
+//! original tar can be re-created byte for byte: its sha256 is the diffID), and one row in
+//! the metadata database. The row is written last, after the files are synced, so a crash
+//! leaves either a complete layer or files that no row names (removed on the next start).
+
+use crate::archive::{self, ArchiveError, WhiteoutFormat};
+use crate::atomic_file::{AtomicFile, random_hex};
+use crate::digest::{Digest, Hasher, chain_ids};
+use crate::driver::{Driver, DriverError, LayerKind};
+use crate::lock::LockFile;
+use crate::meta::{Meta, MetaError};
+use rusqlite::{OptionalExtension, params};
+use std::fs;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error(
+        "layer diffID mismatch: the image config says {expected}, the layer data hashes to {actual}"
+    )]
+    DiffIdMismatch { expected: Digest, actual: Digest },
+    #[error("layer {0} not found")]
+    NotFound(Digest),
+    #[error("{0}")]
+    Source(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LayerError {
+    let what = what.into();
+    move |source| LayerError::Io { what, source }
+}
+
+impl From<rusqlite::Error> for LayerError {
+    fn from(e: rusqlite::Error) -> Self {
+        LayerError::Meta(MetaError::Sql(e))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub chain_id: Digest,
+    pub diff_id: Digest,
+    pub parent: Option<Digest>,
+    pub cache_id: String,
+    /// Sum of regular file sizes in the layer tar (Docker's layer size).
+    pub size: u64,
+    /// Length of the uncompressed layer tar.
+    pub tar_size: u64,
+}
+
+/// Where a layer's tar comes from when a chain is ingested. `open` is called at most once,
+/// only for layers not already in the store, possibly on another thread (the stream it
+/// returns is read on that same thread).
+pub struct LayerSource {
+    pub diff_id: Digest,
+    pub open: Box<dyn FnOnce() -> Result<Box<dyn Read>, String> + Send>,
+}
+
+pub struct LayerStore<'a> {
+    pub meta: &'a Meta,
+    pub driver: &'a dyn Driver,
+    root: PathBuf,
+}
+
+fn row_to_layer(r: &rusqlite::Row) -> rusqlite::Result<Layer> {
+    let parse = |s: String| {
+        s.parse::<Digest>()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    };
+    let parent: Option<String> = r.get(2)?;
+    Ok(Layer {
+        chain_id: parse(r.get(0)?)?,
+        diff_id: parse(r.get(1)?)?,
+        parent: parent.map(parse).transpose()?,
+        cache_id: r.get(3)?,
+        size: r.get::<_, i64>(4)? as u64,
+        tar_size: r.get::<_, i64>(5)? as u64,
+    })
+}
+
+const LAYER_COLS: &str = "chain_id, diff_id, parent, cache_id, size, tar_size";
+
+/// A layer whose files are written but whose row is not: committed after one syncfs.
+struct Extracted {
+    layer: Layer,
+    _lock: LockFile,
+}
+
+impl<'a> LayerStore<'a> {
+    /// `root` is the store root: tar-split files go to `ROOT/layers`, locks to `ROOT/locks`.
+    pub fn new(root: &Path, meta: &'a Meta, driver: &'a dyn Driver) -> LayerStore<'a> {
+        LayerStore {
+            meta,
+            driver,
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn tar_split_path(&self, cache_id: &str) -> PathBuf {
+        tar_split_path(&self.root, cache_id)
+    }
+
+    pub fn files(&self) -> LayerFiles<'_> {
+        LayerFiles {
+            driver: self.driver,
+            root: &self.root,
+        }
+    }
+
+    pub fn get(&self, chain_id: &Digest) -> Result<Option<Layer>, LayerError> {
+        Ok(self
+            .meta
+            .conn()
+            .query_row(
+                &format!("SELECT {LAYER_COLS} FROM layers WHERE chain_id=?1"),
+                params![chain_id.to_string()],
+                row_to_layer,
+            )
+            .optional()?)
+    }
+
+    pub fn list(&self) -> Result<Vec<Layer>, LayerError> {
+        let mut st = self
+            .meta
+            .conn()
+            .prepare(&format!("SELECT {LAYER_COLS} FROM layers"))?;
+        let rows = st.query_map([], row_to_layer)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The layers of a chain, bottom first. Every one must exist.
+    pub fn chain(&self, diff_ids: &[Digest]) -> Result<Vec<Layer>, LayerError> {
+        chain_ids(diff_ids)
+            .into_iter()
+            .map(|c| self.get(&c)?.ok_or(LayerError::NotFound(c)))
+            .collect()
+    }
+
+    /// Held (shared) while layers are being added on top of existing ones; layer removal
+    /// takes it exclusively, so a parent cannot vanish under an ingest in another process.
+    pub fn gc_guard(&self) -> Result<LockFile, LayerError> {
+        LockFile::shared(&self.root.join("locks/layers")).map_err(io_err("locking the layer store"))
+    }
+
+    /// Exclusive form of `gc_guard`, for removing layers.
+    pub fn gc_exclusive(&self) -> Result<LockFile, LayerError> {
+        LockFile::exclusive(&self.root.join("locks/layers"))
+            .map_err(io_err("locking the layer store"))
+    }
+
+    fn lock_chain(&self, chain_id: &Digest) -> Result<LockFile, LayerError> {
+        let p = self
+            .root
+            .join("locks")
+            .join(format!("layer-{}", chain_id.hex()));
+        LockFile::exclusive(&p).map_err(io_err(format!("locking layer {chain_id}")))
+    }
+
+    /// Make sure every layer of `sources` (bottom first) is in the store, fetching only missing
+    /// ones. On overlay the missing layers are unpacked in parallel (each is independent on
+    /// disk); on vfs in order (each starts as a copy of its parent).
+    pub fn ingest_chain(&self, sources: Vec<LayerSource>) -> Result<Vec<Layer>, LayerError> {
+        let _gc = self.gc_guard()?;
+        let diff_ids: Vec<Digest> = sources.iter().map(|s| s.diff_id.clone()).collect();
+        let chains = chain_ids(&diff_ids);
+        let mut out: Vec<Option<Layer>> = Vec::with_capacity(chains.len());
+        // Phase 1 (in order): find present layers; lock and create driver dirs for missing ones.
+        let mut work: Vec<(usize, String, LockFile, LayerSource)> = Vec::new();
+        let mut parent_cache: Option<String> = None;
+        for (i, (src, chain)) in sources.into_iter().zip(&chains).enumerate() {
+            if let Some(l) = self.get(chain)? {
+                parent_cache = Some(l.cache_id.clone());
+                out.push(Some(l));
+                continue;
+            }
+            let lock = self.lock_chain(chain)?;
+            // Another process may have finished it while we waited for the lock.
+            if let Some(l) = self.get(chain)? {
+                parent_cache = Some(l.cache_id.clone());
+                out.push(Some(l));
+                continue;
+            }
+            let cache_id = random_hex(32);
+            if self.driver.whiteout_format() == WhiteoutFormat::Apply {
+                // vfs: the parent's files must be complete before the copy; do it all now.
+                self.driver
+                    .create(&cache_id, parent_cache.as_deref(), LayerKind::ReadOnly)?;
+                let parent = if i == 0 {
+                    None
+                } else {
+                    Some(chains[i - 1].clone())
+                };
+                let ex = self
+                    .files()
+                    .extract(&cache_id, parent, chain.clone(), src, lock);
+                let ex = self.cleanup_on_err(&cache_id, ex)?;
+                self.commit([&ex.layer])?;
+                out.push(Some(ex.layer));
+            } else {
+                self.driver
+                    .create(&cache_id, parent_cache.as_deref(), LayerKind::ReadOnly)?;
+                work.push((i, cache_id.clone(), lock, src));
+                out.push(None);
+            }
+            parent_cache = Some(cache_id);
+        }
+        if work.is_empty() {
+            return Ok(out.into_iter().map(|l| l.expect("present")).collect());
+        }
+        // Phase 2 (overlay): unpack in parallel, bounded by the CPU count.
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .min(work.len());
+        let queue =
+            std::sync::Mutex::new(work.into_iter().collect::<std::collections::VecDeque<_>>());
+        let results = std::sync::Mutex::new(Vec::new());
+        let created: Vec<String> = Vec::new();
+        let created = std::sync::Mutex::new(created);
+        let unpacker = self.files();
+        let unpacker = &unpacker;
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        let Some((i, cache_id, lock, src)) = queue.lock().unwrap().pop_front()
+                        else {
+                            break;
+                        };
+                        created.lock().unwrap().push(cache_id.clone());
+                        let parent = if i == 0 {
+                            None
+                        } else {
+                            Some(chains[i - 1].clone())
+                        };
+                        let r = unpacker.extract(&cache_id, parent, chains[i].clone(), src, lock);
+                        let failed = r.is_err();
+                        results.lock().unwrap().push((i, r));
+                        if failed {
+                            // Stop taking new work; the others finish theirs.
+                            queue.lock().unwrap().clear();
+                        }
+                    }
+                });
+            }
+        });
+        let mut results = results.into_inner().unwrap();
+        results.sort_by_key(|(i, _)| *i);
+        let mut done = Vec::new();
+        let mut first_err = None;
+        for (i, r) in results {
+            match r {
+                Ok(ex) => done.push((i, ex)),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            // Nothing of this chain that we created is committed: remove every dir we made.
+            for (_, ex) in &done {
+                let _ = self.discard(&ex.layer.cache_id);
+            }
+            for c in created.into_inner().unwrap() {
+                let _ = self.discard(&c);
+            }
+            return Err(e);
+        }
+        if let Err(e) = self.commit(done.iter().map(|(_, ex)| &ex.layer)) {
+            for (_, ex) in &done {
+                let _ = self.discard(&ex.layer.cache_id);
+            }
+            return Err(e);
+        }
+        for (i, ex) in done {
+            out[i] = Some(ex.layer);
+        }
+        Ok(out
+            .into_iter()
+            .map(|l| l.expect("every layer present or ingested"))
+            .collect())
+    }
+
+    fn cleanup_on_err<T>(&self, cache_id: &str, r: Result<T, LayerError>) -> Result<T, LayerError> {
+        if r.is_err() {
+            let _ = self.discard(cache_id);
+        }
+        r
+    }
+
+    /// Remove the files of a layer that has no row (failed or superseded ingest).
+    fn discard(&self, cache_id: &str) -> Result<(), LayerError> {
+        self.driver.remove(cache_id)?;
+        let _ = fs::remove_file(self.tar_split_path(cache_id));
+        Ok(())
+    }
+
+    /// Flush unpacked files to disk, then record the layers in one transaction.
+    fn commit<'l>(&self, layers: impl IntoIterator<Item = &'l Layer>) -> Result<(), LayerError> {
+        sync_filesystem(&self.root)?;
+        let now = chrono::Utc::now().to_rfc3339();
+        self.meta.write(|tx| -> Result<(), LayerError> {
+            for l in layers {
+                tx.execute(
+                    "INSERT INTO layers (chain_id, diff_id, parent, cache_id, size, tar_size, created)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        l.chain_id.to_string(),
+                        l.diff_id.to_string(),
+                        l.parent.as_ref().map(|p| p.to_string()),
+                        l.cache_id,
+                        l.size as i64,
+                        l.tar_size as i64,
+                        now
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Add one layer whose diffID is not known in advance (import, commit): unpack to learn it,
+    /// then keep ours or, if that chain already exists, drop ours and return the existing one.
+    pub fn ingest_unknown(
+        &self,
+        parent: Option<&Layer>,
+        stream: impl Read,
+    ) -> Result<Layer, LayerError> {
+        let cache_id = random_hex(32);
+        self.driver.create(
+            &cache_id,
+            parent.map(|p| p.cache_id.as_str()),
+            LayerKind::ReadOnly,
+        )?;
+        let applied = self.files().apply_stream(&cache_id, stream);
+        let applied = self.cleanup_on_err(&cache_id, applied)?;
+        let chain_id = match parent {
+            None => applied.diff_id.clone(),
+            Some(p) => Digest::of(format!("{} {}", p.chain_id, applied.diff_id).as_bytes()),
+        };
+        let lock = self.lock_chain(&chain_id)?;
+        if let Some(existing) = self.get(&chain_id)? {
+            self.discard(&cache_id)?;
+            return Ok(existing);
+        }
+        let ex = Extracted {
+            layer: Layer {
+                chain_id,
+                diff_id: applied.diff_id,
+                parent: parent.map(|p| p.chain_id.clone()),
+                cache_id,
+                size: applied.size,
+                tar_size: applied.tar_bytes,
+            },
+            _lock: lock,
+        };
+        let r = self.commit([&ex.layer]);
+        let _ = self.cleanup_on_err(&ex.layer.cache_id, r)?;
+        Ok(ex.layer)
+    }
+
+    /// Delete a layer that nothing references any more: the row first (so a crash leaves only
+    /// unnamed files, which the next start removes), then its files.
+    pub fn remove(&self, layer: &Layer) -> Result<(), LayerError> {
+        self.meta.write(|tx| -> Result<(), LayerError> {
+            tx.execute(
+                "DELETE FROM layers WHERE chain_id=?1",
+                params![layer.chain_id.to_string()],
+            )?;
+            Ok(())
+        })?;
+        self.discard(&layer.cache_id)
+    }
+}
+
+/// The file side of layers (unpacking, tar-split, reassembly): no database, so it can run on
+/// several threads at once.
+pub struct LayerFiles<'a> {
+    driver: &'a dyn Driver,
+    root: &'a Path,
+}
+
+impl LayerFiles<'_> {
+    fn tar_split_path(&self, cache_id: &str) -> PathBuf {
+        tar_split_path(self.root, cache_id)
+    }
+
+    /// Unpack one layer into its (already created) driver dir and write its tar-split.
+    fn extract(
+        &self,
+        cache_id: &str,
+        parent: Option<Digest>,
+        chain_id: Digest,
+        src: LayerSource,
+        lock: LockFile,
+    ) -> Result<Extracted, LayerError> {
+        let stream = (src.open)().map_err(LayerError::Source)?;
+        let applied = self.apply_stream(cache_id, stream)?;
+        if applied.diff_id != src.diff_id {
+            return Err(LayerError::DiffIdMismatch {
+                expected: src.diff_id,
+                actual: applied.diff_id,
+            });
+        }
+        Ok(Extracted {
+            layer: Layer {
+                chain_id,
+                diff_id: applied.diff_id,
+                parent,
+                cache_id: cache_id.to_string(),
+                size: applied.size,
+                tar_size: applied.tar_bytes,
+            },
+            _lock: lock,
+        })
+    }
+
+    fn apply_stream(
+        &self,
+        cache_id: &str,
+        stream: impl Read,
+    ) -> Result<archive::AppliedLayer, LayerError> {
+        let dest = self.tar_split_path(cache_id);
+        let mut split = AtomicFile::create(&self.root.join("tmp"), &dest)
+            .map_err(io_err("creating tar-split"))?;
+        let applied = {
+            let mut w = BufWriter::with_capacity(256 << 10, &mut split);
+            let a = archive::apply_layer(
+                &self.driver.diff_dir(cache_id),
+                stream,
+                self.driver.whiteout_format(),
+                &mut w,
+            )?;
+            w.flush().map_err(io_err("writing tar-split"))?;
+            a
+        };
+        split
+            .commit()
+            .map_err(io_err(format!("writing {}", dest.display())))?;
+        Ok(applied)
+    }
+
+    /// Write the layer's original tar to `out`, checking on the way that it hashes to the diffID.
+    pub fn write_tar(&self, layer: &Layer, out: &mut dyn Write) -> Result<u64, LayerError> {
+        let mut tee = HashTee {
+            inner: out,
+            hasher: Hasher::default(),
+        };
+        let n = self.reassemble(layer, &mut tee)?;
+        let actual = tee.hasher.finish();
+        if actual != layer.diff_id {
+            return Err(LayerError::DiffIdMismatch {
+                expected: layer.diff_id.clone(),
+                actual,
+            });
+        }
+        Ok(n)
+    }
+
+    fn reassemble(&self, layer: &Layer, out: &mut dyn Write) -> Result<u64, LayerError> {
+        let p = self.tar_split_path(&layer.cache_id);
+        let f = fs::File::open(&p).map_err(io_err(format!(
+            "opening tar-split of layer {}",
+            layer.chain_id
+        )))?;
+        Ok(archive::reassemble(
+            &self.driver.diff_dir(&layer.cache_id),
+            BufReader::with_capacity(256 << 10, f),
+            out,
+        )?)
+    }
+
+    /// Re-hash the layer's unpacked content against its diffID (fsck).
+    pub fn verify(&self, layer: &Layer) -> Result<u64, LayerError> {
+        self.write_tar(layer, &mut io::sink())
+    }
+}
+
+fn tar_split_path(root: &Path, cache_id: &str) -> PathBuf {
+    root.join("layers").join(format!("{cache_id}.tar-split"))
+}
+
+struct HashTee<'w> {
+    inner: &'w mut dyn Write,
+    hasher: Hasher,
+}
+impl Write for HashTee<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.hasher.update(&b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One syncfs for everything written to the root's filesystem: far cheaper than an fsync per
+/// unpacked file, and enough, since no row names the files until it returns.
+pub fn sync_filesystem(root: &Path) -> Result<(), LayerError> {
+    let f = fs::File::open(root).map_err(io_err(format!("opening {}", root.display())))?;
+    rustix::fs::syncfs(&f).map_err(|e| LayerError::Io {
+        what: "syncfs".into(),
+        source: e.into(),
+    })
+}

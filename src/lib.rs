@@ -1,0 +1,14 @@
+//! strata: a container image and storage engine. See docs/architecture.md for the module map;
+//! arrows point down only: cli → engine-level stores → layer/image → driver/archive/content → digest/meta.
+
+pub mod archive;
+pub mod atomic_file;
+pub mod container;
+pub mod content;
+pub mod digest;
+pub mod driver;
+pub mod engine;
+pub mod image;
+pub mod layer;
+pub mod lock;
+pub mod meta;

@@ -1,0 +1,116 @@
+//! The metadata database: layers, images, references and containers, in SQLite (WAL mode).
+//!
+//! SQLite rather than an embedded KV store that one process holds exclusively (redb, sled):
+//! strata is daemonless, and several `strata` processes on one root must all work at once.
+//! WAL lets readers run during a write; writers wait on `busy_timeout` instead of failing.
+//! Every change that users can observe is one transaction (`BEGIN IMMEDIATE`).
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::path::Path;
+use std::time::Duration;
+
+pub use rusqlite::Transaction;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- read-only layers, shared by chainID; parent is the chainID of the layer below.
+CREATE TABLE IF NOT EXISTS layers (
+  chain_id  TEXT PRIMARY KEY,
+  diff_id   TEXT NOT NULL,
+  parent    TEXT,
+  cache_id  TEXT NOT NULL UNIQUE,
+  size      INTEGER NOT NULL,
+  tar_size  INTEGER NOT NULL,
+  created   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
+-- images by ID (= config digest); the config bytes live in the content store.
+CREATE TABLE IF NOT EXISTS images (
+  id         TEXT PRIMARY KEY,
+  top_layer  TEXT,
+  size       INTEGER NOT NULL,
+  created    TEXT NOT NULL,
+  added      TEXT NOT NULL,
+  manifest   TEXT,
+  last_tag   TEXT
+);
+-- every chainID an image needs, so layer reference counting is one query.
+CREATE TABLE IF NOT EXISTS image_layers (
+  image_id  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  chain_id  TEXT NOT NULL,
+  PRIMARY KEY (image_id, chain_id)
+);
+CREATE INDEX IF NOT EXISTS image_layers_chain ON image_layers(chain_id);
+-- name is a full normalized reference: docker.io/library/busybox:latest or repo@sha256:…
+CREATE TABLE IF NOT EXISTS refs (
+  name      TEXT PRIMARY KEY,
+  image_id  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  kind      TEXT NOT NULL  -- 'tag' or 'digest'
+);
+CREATE INDEX IF NOT EXISTS refs_image ON refs(image_id);
+CREATE TABLE IF NOT EXISTS containers (
+  id          TEXT PRIMARY KEY,
+  name        TEXT NOT NULL UNIQUE,
+  image_id    TEXT NOT NULL,
+  image_ref   TEXT NOT NULL,
+  cache_id    TEXT NOT NULL UNIQUE,
+  parent      TEXT,
+  created     TEXT NOT NULL,
+  config      TEXT NOT NULL,
+  state       TEXT NOT NULL,
+  mounts      INTEGER NOT NULL DEFAULT 0
+);
+"#;
+
+/// An open connection to `ROOT/meta.db`. One per process; cheap to open.
+pub struct Meta {
+    conn: Connection,
+}
+
+impl Meta {
+    pub fn open(path: &Path) -> Result<Meta, MetaError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(120))?;
+        // journal_mode needs a write lock the first time; busy_timeout covers concurrent openers.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a committed transaction survives power loss, not only a process crash.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let meta = Meta { conn };
+        meta.write(|tx| tx.execute_batch(SCHEMA).map_err(MetaError::from))?;
+        Ok(meta)
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Run `f` in one immediate (write-locked) transaction; commit if it returns Ok.
+    pub fn write<T, E: From<MetaError>>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(MetaError::from)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(MetaError::from)?;
+        Ok(out)
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>, MetaError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM settings WHERE key=?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
