@@ -1,12 +1,1149 @@
-//! (stub, being written)
+//! Applying an untrusted, uncompressed layer tar onto a directory.
+//!
+//! The tar is parsed block by block here (ustar, GNU long names/links, PAX extended and
+//! global headers, base-256 numbers) so that every byte of the stream can be hashed (the
+//! diffID) and recorded for tar-split, and so that nothing is interpreted the way a generic
+//! unpacker would (devices, whiteouts, directory xattrs are all kept).
+//!
+//! Containment: the root directory is opened once; the parent directory of every entry is
+//! opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so symlinks met on the way
+//! are resolved as if `root` were `/`, and the last component is always handled with `*at`
+//! calls that do not follow symlinks (an existing entry is removed and created anew with
+//! `O_CREAT|O_EXCL|O_NOFOLLOW`, `mknodat`, `symlinkat`, ...). Paths with a `..` component or a
+//! NUL byte are refused; absolute paths are taken relative to the root, as Docker does.
+//!
+//! Every file written is recorded for tar-split under its *canonical* path (the path of its
+//! parent directory with symlinks resolved, inside the root), so reassembly finds it again
+//! without having to follow the symlinks the tar used. When the tar itself later removes or
+//! replaces a file it wrote, the file's content is captured into the tar-split data first.
+
+use super::tarsplit::SplitWriter;
 use super::*;
-use std::io::{Read, Write};
-use std::path::Path;
+use crate::digest::HashingReader;
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid,
+    XattrFlags,
+};
+use rustix::io::Errno;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+const BLOCK: usize = 512;
+const CHUNK: usize = 1 << 20;
+/// Upper bound for the data of PAX headers and GNU long names/links, which are buffered.
+const MAX_META: u64 = 16 << 20;
+
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub(crate) const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
+pub(crate) const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
+pub(crate) const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
+
+/// Applies the uncompressed layer tar `stream` onto the existing directory `root`, writing
+/// tar-split data to `split`. The stream is read to EOF and hashed (the diffID).
 pub fn apply_layer(
-    _root: &Path,
-    _stream: impl Read,
-    _f: WhiteoutFormat,
-    _split: &mut dyn Write,
+    root: &Path,
+    stream: impl Read,
+    format: WhiteoutFormat,
+    split: &mut dyn Write,
 ) -> Result<AppliedLayer, ArchiveError> {
-    todo!()
+    let rootfd = rfs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ArchiveError::io("open", root, e.into()))?;
+    let sw = SplitWriter::new(rootfd.as_fd())?;
+    let mut x = Extractor {
+        input: Input {
+            r: HashingReader::new(BufReader::with_capacity(256 << 10, stream)),
+        },
+        root: Rc::new(rootfd),
+        root_path: root.to_path_buf(),
+        root_abs: None,
+        format,
+        cache: None,
+        created: HashSet::new(),
+        tracked: HashMap::new(),
+        dir_times: HashMap::new(),
+        split: sw,
+        buf: vec![0u8; CHUNK],
+        size: 0,
+    };
+    x.run()?;
+    x.finish_dir_times()?;
+    let Extractor {
+        input,
+        split: sw,
+        size,
+        ..
+    } = x;
+    let (diff_id, tar_bytes) = input.r.finish();
+    sw.finish(split)?;
+    Ok(AppliedLayer {
+        diff_id,
+        size,
+        tar_bytes,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Tar parsing
+// ---------------------------------------------------------------------------------------
+
+struct Input<R: Read> {
+    r: HashingReader<BufReader<R>>,
+}
+
+impl<R: Read> Input<R> {
+    /// Reads until `buf` is full or EOF; returns the number of bytes read.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, ArchiveError> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ArchiveError::Read(e)),
+            }
+        }
+        Ok(n)
+    }
+    fn exact(&mut self, buf: &mut [u8]) -> Result<(), ArchiveError> {
+        if self.fill(buf)? < buf.len() {
+            return Err(ArchiveError::Truncated);
+        }
+        Ok(())
+    }
+}
+
+fn malformed(s: impl Into<String>) -> ArchiveError {
+    ArchiveError::Malformed(s.into())
+}
+
+fn unsafe_entry(path: &[u8], reason: &'static str) -> ArchiveError {
+    ArchiveError::Unsafe {
+        path: String::from_utf8_lossy(path).into_owned(),
+        reason,
+    }
+}
+
+fn padding(size: u64) -> usize {
+    ((BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64) as usize
+}
+
+/// A NUL-terminated header string field. Bytes other than NUL after the terminator would
+/// hide part of a name, so they are refused.
+fn cstr_field<'a>(f: &'a [u8], what: &[u8]) -> Result<&'a [u8], ArchiveError> {
+    match f.iter().position(|&b| b == 0) {
+        None => Ok(f),
+        Some(i) => {
+            if f[i..].iter().any(|&b| b != 0) {
+                return Err(unsafe_entry(what, "NUL byte inside a name field"));
+            }
+            Ok(&f[..i])
+        }
+    }
+}
+
+/// A numeric header field: octal (space/NUL terminated) or GNU base-256.
+fn parse_num(f: &[u8]) -> Result<i64, ArchiveError> {
+    if f[0] & 0x80 != 0 {
+        let neg = f[0] & 0x40 != 0;
+        let mut v: i128 = if neg { -1 } else { 0 };
+        for (i, &b) in f.iter().enumerate() {
+            let b = if i == 0 && !neg { b & 0x7f } else { b };
+            if v.unsigned_abs() > (1u128 << 100) {
+                return Err(malformed("base-256 number too large"));
+            }
+            v = (v << 8) | i128::from(b);
+        }
+        return i64::try_from(v).map_err(|_| malformed("base-256 number too large"));
+    }
+    let mut v: i64 = 0;
+    let mut i = 0;
+    while i < f.len() && f[i] == b' ' {
+        i += 1;
+    }
+    while i < f.len() {
+        let c = f[i];
+        match c {
+            b'0'..=b'7' => {
+                v = v
+                    .checked_mul(8)
+                    .and_then(|v| v.checked_add(i64::from(c - b'0')))
+                    .ok_or_else(|| malformed("octal number too large"))?;
+            }
+            b' ' | 0 => break,
+            _ => {
+                return Err(malformed(format!(
+                    "invalid octal number {:?}",
+                    String::from_utf8_lossy(f)
+                )));
+            }
+        }
+        i += 1;
+    }
+    Ok(v)
+}
+
+fn parse_unsigned(f: &[u8], what: &str) -> Result<u64, ArchiveError> {
+    u64::try_from(parse_num(f)?).map_err(|_| malformed(format!("negative {what}")))
+}
+
+fn verify_checksum(h: &[u8; BLOCK]) -> Result<(), ArchiveError> {
+    let stored = parse_num(&h[148..156])?;
+    let mut unsigned: i64 = 0;
+    let mut signed: i64 = 0;
+    for (i, &b) in h.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    if stored != unsigned && stored != signed {
+        return Err(malformed(format!(
+            "bad header checksum (stored {stored}, computed {unsigned})"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Pax {
+    path: Option<Vec<u8>>,
+    linkpath: Option<Vec<u8>>,
+    size: Option<u64>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<Timespec>,
+    atime: Option<Timespec>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse: bool,
+}
+
+fn parse_decimal(v: &[u8], what: &str) -> Result<u64, ArchiveError> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Err(malformed(format!(
+            "bad PAX {what} {:?}",
+            String::from_utf8_lossy(v)
+        )));
+    }
+    std::str::from_utf8(v)
+        .unwrap()
+        .parse()
+        .map_err(|_| malformed(format!("PAX {what} out of range")))
+}
+
+fn parse_pax_time(v: &[u8]) -> Result<Timespec, ArchiveError> {
+    let bad = || malformed(format!("bad PAX time {:?}", String::from_utf8_lossy(v)));
+    let (neg, v) = match v.strip_prefix(b"-") {
+        Some(r) => (true, r),
+        None => (false, v),
+    };
+    let (int, frac) = match v.iter().position(|&c| c == b'.') {
+        Some(i) => (&v[..i], &v[i + 1..]),
+        None => (v, &b""[..]),
+    };
+    if int.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let secs = i64::try_from(parse_decimal(int, "time")?).map_err(|_| bad())?;
+    let mut nsec: i64 = 0;
+    for i in 0..9 {
+        nsec = nsec * 10 + frac.get(i).map_or(0, |c| i64::from(c - b'0'));
+    }
+    Ok(if !neg {
+        Timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        }
+    } else if nsec == 0 {
+        Timespec {
+            tv_sec: -secs,
+            tv_nsec: 0,
+        }
+    } else {
+        Timespec {
+            tv_sec: -secs - 1,
+            tv_nsec: 1_000_000_000 - nsec,
+        }
+    })
+}
+
+fn parse_pax(mut data: &[u8], p: &mut Pax) -> Result<(), ArchiveError> {
+    // Trailing NULs (padding some writers leave in the data) end the records.
+    while !data.is_empty() && data[0] != 0 {
+        let sp = data
+            .iter()
+            .position(|&c| c == b' ')
+            .ok_or_else(|| malformed("bad PAX record"))?;
+        let len = parse_decimal(&data[..sp], "record length")? as usize;
+        if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return Err(malformed("bad PAX record length"));
+        }
+        let rec = &data[sp + 1..len - 1];
+        data = &data[len..];
+        let eq = rec
+            .iter()
+            .position(|&c| c == b'=')
+            .ok_or_else(|| malformed("bad PAX record"))?;
+        let (k, v) = (&rec[..eq], &rec[eq + 1..]);
+        match k {
+            b"path" => p.path = Some(v.to_vec()),
+            b"linkpath" => p.linkpath = Some(v.to_vec()),
+            b"size" => p.size = Some(parse_decimal(v, "size")?),
+            b"uid" => p.uid = Some(parse_decimal(v, "uid")?),
+            b"gid" => p.gid = Some(parse_decimal(v, "gid")?),
+            b"mtime" => p.mtime = Some(parse_pax_time(v)?),
+            b"atime" => p.atime = Some(parse_pax_time(v)?),
+            _ => {
+                if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+                    p.xattrs.retain(|(n, _)| n != name);
+                    p.xattrs.push((name.to_vec(), v.to_vec()));
+                } else if k.starts_with(b"GNU.sparse.") {
+                    p.sparse = true;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// GNU long name/link data: NUL-terminated; a NUL before the end would hide part of a name.
+fn gnu_string(mut d: Vec<u8>) -> Result<Vec<u8>, ArchiveError> {
+    while d.last() == Some(&0) {
+        d.pop();
+    }
+    if d.contains(&0) {
+        return Err(unsafe_entry(&d, "NUL byte in a GNU long name"));
+    }
+    Ok(d)
+}
+
+struct Entry {
+    kind: u8,
+    path: Vec<u8>,
+    link: Vec<u8>,
+    /// Bytes of data following the header in the stream.
+    size: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: Timespec,
+    atime: Timespec,
+    major: u32,
+    minor: u32,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Types that have no data in the stream whatever their size field says (as Go's archive/tar,
+/// which Docker uses, reads them).
+fn header_only(kind: u8) -> bool {
+    matches!(kind, b'1' | b'2' | b'3' | b'4' | b'5' | b'6')
+}
+
+fn build_entry(
+    h: &[u8; BLOCK],
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Pax>,
+) -> Result<Entry, ArchiveError> {
+    let pax = pax.unwrap_or_default();
+    if pax.sparse || h[156] == b'S' {
+        return Err(malformed("GNU sparse files are not supported"));
+    }
+    let path = match (pax.path, long_name) {
+        (Some(p), _) | (None, Some(p)) => p,
+        (None, None) => {
+            let name = cstr_field(&h[0..100], &h[0..100])?;
+            let ustar = &h[257..263] == b"ustar\0";
+            let prefix = if ustar {
+                cstr_field(&h[345..500], name)?
+            } else {
+                &b""[..]
+            };
+            if prefix.is_empty() {
+                name.to_vec()
+            } else {
+                [prefix, b"/", name].concat()
+            }
+        }
+    };
+    if path.contains(&0) {
+        return Err(unsafe_entry(&path, "NUL byte in name"));
+    }
+    let link = match (pax.linkpath, long_link) {
+        (Some(p), _) | (None, Some(p)) => p,
+        (None, None) => cstr_field(&h[157..257], &path)?.to_vec(),
+    };
+    if link.contains(&0) {
+        return Err(unsafe_entry(&path, "NUL byte in link target"));
+    }
+    let mut kind = h[156];
+    if kind == 0 || kind == b'7' {
+        kind = if path.ends_with(b"/") { b'5' } else { b'0' };
+    }
+    let size = match pax.size {
+        Some(s) => s,
+        None => parse_unsigned(&h[124..136], "size")?,
+    };
+    let size = if header_only(kind) { 0 } else { size };
+    let id = |v: u64| u32::try_from(v).map_err(|_| malformed("uid/gid out of range"));
+    let uid = id(match pax.uid {
+        Some(u) => u,
+        None => parse_unsigned(&h[108..116], "uid")?,
+    })?;
+    let gid = id(match pax.gid {
+        Some(g) => g,
+        None => parse_unsigned(&h[116..124], "gid")?,
+    })?;
+    let mtime = match pax.mtime {
+        Some(t) => t,
+        None => Timespec {
+            tv_sec: parse_num(&h[136..148])?,
+            tv_nsec: 0,
+        },
+    };
+    let atime = pax.atime.unwrap_or(mtime);
+    let mode = (parse_num(&h[100..108])? & 0o7777) as u32;
+    let (major, minor) = if matches!(kind, b'3' | b'4') {
+        let dev = |f: &[u8]| {
+            u32::try_from(parse_num(f)?).map_err(|_| malformed("device number out of range"))
+        };
+        (dev(&h[329..337])?, dev(&h[337..345])?)
+    } else {
+        (0, 0)
+    };
+    Ok(Entry {
+        kind,
+        path,
+        link,
+        size,
+        mode,
+        uid,
+        gid,
+        mtime,
+        atime,
+        major,
+        minor,
+        xattrs: pax.xattrs,
+    })
+}
+
+/// Normalises an entry path: leading `/` and empty or `.` components are dropped; `..`
+/// components are refused.
+fn clean_path(raw: &[u8]) -> Result<Vec<u8>, ArchiveError> {
+    if raw.contains(&0) {
+        return Err(unsafe_entry(raw, "NUL byte in name"));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for comp in raw.split(|&c| c == b'/') {
+        match comp {
+            b"" | b"." => continue,
+            b".." => return Err(unsafe_entry(raw, "path contains a '..' component")),
+            _ => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(comp);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn split_last(p: &[u8]) -> (&[u8], &[u8]) {
+    match p.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (&b""[..], p),
+    }
+}
+
+pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
+fn show(p: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(p))
+}
+
+/// `openat2` retried on EAGAIN/EINTR (which RESOLVE_IN_ROOT may return on a concurrent rename).
+fn oa2(dir: BorrowedFd<'_>, path: &[u8], fl: OFlags, res: ResolveFlags) -> Result<OwnedFd, Errno> {
+    let mut tries = 0;
+    loop {
+        match rfs::openat2(dir, path, fl | OFlags::CLOEXEC, Mode::empty(), res) {
+            Err(Errno::AGAIN | Errno::INTR) if tries < 16 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY);
+const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+/// Lists a directory (without `.` and `..`).
+pub(crate) fn list_dir(fd: BorrowedFd<'_>) -> Result<Vec<(Vec<u8>, FileType)>, Errno> {
+    let mut d = rfs::Dir::read_from(fd)?;
+    let mut v = Vec::new();
+    while let Some(ent) = d.read() {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n == b"." || n == b".." {
+            continue;
+        }
+        v.push((n.to_vec(), ent.file_type()));
+    }
+    Ok(v)
+}
+
+fn file_type_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<FileType>, Errno> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn times(e: &Entry) -> Timestamps {
+    Timestamps {
+        last_access: e.atime,
+        last_modification: e.mtime,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Applying entries
+// ---------------------------------------------------------------------------------------
+
+type Parent = (Rc<OwnedFd>, Rc<[u8]>);
+
+struct Extractor<R: Read> {
+    input: Input<R>,
+    root: Rc<OwnedFd>,
+    root_path: PathBuf,
+    /// The root's absolute path as the kernel reports it (for canonical paths), lazily.
+    root_abs: Option<Vec<u8>>,
+    format: WhiteoutFormat,
+    /// The last parent directory opened: (path as written in the tar, fd, canonical path).
+    cache: Option<(Vec<u8>, Parent)>,
+    /// Canonical paths this tar created or touched, with their ancestors (Apply format only):
+    /// what an opaque directory keeps.
+    created: HashSet<Vec<u8>>,
+    /// Regular files written by this tar and recorded for tar-split as `File` records:
+    /// canonical path -> (record id, size).
+    tracked: HashMap<Vec<u8>, (u64, u64)>,
+    /// Directory times, applied at the end (children change them): canonical path -> times.
+    dir_times: HashMap<Vec<u8>, (Timespec, Timespec)>,
+    split: SplitWriter,
+    buf: Vec<u8>,
+    size: u64,
+}
+
+impl<R: Read> Extractor<R> {
+    fn ioe(&self, op: &'static str, canon: &[u8], e: Errno) -> ArchiveError {
+        ArchiveError::io(op, self.root_path.join(show(canon)), e.into())
+    }
+
+    fn run(&mut self) -> Result<(), ArchiveError> {
+        let mut long_name: Option<Vec<u8>> = None;
+        let mut long_link: Option<Vec<u8>> = None;
+        let mut pax: Option<Pax> = None;
+        let mut hdr = [0u8; BLOCK];
+        loop {
+            let n = self.input.fill(&mut hdr)?;
+            if n == 0 {
+                if long_name.is_some() || long_link.is_some() || pax.is_some() {
+                    return Err(ArchiveError::Truncated);
+                }
+                return Ok(());
+            }
+            if n < BLOCK {
+                return Err(ArchiveError::Truncated);
+            }
+            self.split.raw(&hdr)?;
+            if hdr.iter().all(|&b| b == 0) {
+                // End of archive: the rest (more zero blocks, trailing bytes) is only hashed
+                // and recorded.
+                loop {
+                    let k = self.input.fill(&mut self.buf)?;
+                    if k == 0 {
+                        return Ok(());
+                    }
+                    self.split.raw(&self.buf[..k])?;
+                }
+            }
+            verify_checksum(&hdr)?;
+            let kind = hdr[156];
+            if matches!(kind, b'x' | b'g' | b'L' | b'K') {
+                let size = parse_unsigned(&hdr[124..136], "size")?;
+                if size > MAX_META {
+                    return Err(malformed("extended header too large"));
+                }
+                let mut data = vec![0u8; size as usize];
+                self.input.exact(&mut data)?;
+                self.split.raw(&data)?;
+                self.skip_raw(padding(size) as u64)?;
+                match kind {
+                    b'x' => parse_pax(&data, pax.get_or_insert_with(Pax::default))?,
+                    // Global headers are validated but, as in Docker, not applied.
+                    b'g' => parse_pax(&data, &mut Pax::default())?,
+                    b'L' => long_name = Some(gnu_string(data)?),
+                    _ => long_link = Some(gnu_string(data)?),
+                }
+                continue;
+            }
+            let e = build_entry(&hdr, long_name.take(), long_link.take(), pax.take())?;
+            self.apply(e)?;
+        }
+    }
+
+    /// Reads `n` bytes of the stream, recording them raw.
+    fn skip_raw(&mut self, mut n: u64) -> Result<(), ArchiveError> {
+        while n > 0 {
+            let k = (CHUNK as u64).min(n) as usize;
+            self.input.exact(&mut self.buf[..k])?;
+            self.split.raw(&self.buf[..k])?;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, e: Entry) -> Result<(), ArchiveError> {
+        if !matches!(e.kind, b'0' | b'1' | b'2' | b'3' | b'4' | b'5' | b'6') {
+            return Err(malformed(format!(
+                "unsupported entry type {:?} for {}",
+                e.kind as char,
+                String::from_utf8_lossy(&e.path)
+            )));
+        }
+        let path = clean_path(&e.path)?;
+        let (dir, name) = split_last(&path);
+        if e.kind == b'0' {
+            self.size += e.size;
+        }
+        if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
+            if name == WHITEOUT_OPAQUE {
+                self.opaque(dir)?;
+            } else if name.starts_with(WHITEOUT_META_PREFIX) {
+                // Other AUFS meta files (.wh..wh.plnk, .wh..wh.aufs): nothing to apply.
+            } else {
+                if target.is_empty() || target == b"." || target == b".." {
+                    return Err(unsafe_entry(&e.path, "whiteout of an invalid name"));
+                }
+                self.whiteout(dir, target, &e)?;
+            }
+            return self.skip_raw(e.size + padding(e.size) as u64);
+        }
+        if path.is_empty() {
+            if e.kind != b'5' {
+                return Err(unsafe_entry(
+                    &e.path,
+                    "entry would replace the root directory",
+                ));
+            }
+            let root = self.root.clone();
+            self.set_dir_meta(root.as_fd(), &e, b"")?;
+            self.mark_created(b"");
+            return Ok(());
+        }
+        // A hardlink's target is resolved first: the entry's parent then stays cached.
+        let link_target = if e.kind == b'1' {
+            let t = clean_path(&e.link)?;
+            if t.is_empty() {
+                return Err(unsafe_entry(&e.link, "hardlink to the root directory"));
+            }
+            let (tdir, tname) = split_last(&t);
+            let tname = tname.to_vec();
+            match self.parent(tdir, false)? {
+                Some(p) => Some((p, tname)),
+                None => return Err(self.ioe("link to", &t, Errno::NOENT)),
+            }
+        } else {
+            None
+        };
+        let (pfd, pcanon) = self.parent(dir, true)?.expect("parent created");
+        let canon = join(&pcanon, name);
+        let pfd = pfd.as_fd();
+        match e.kind {
+            b'0' => self.write_file(pfd, name, &canon, &e)?,
+            b'5' => {
+                match rfs::mkdirat(pfd, name, Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        let ft =
+                            file_type_at(pfd, name).map_err(|er| self.ioe("stat", &canon, er))?;
+                        if ft != Some(FileType::Directory) {
+                            self.remove_entry(pfd, name, &canon)?;
+                            rfs::mkdirat(pfd, name, Mode::from_raw_mode(0o700))
+                                .map_err(|er| self.ioe("mkdir", &canon, er))?;
+                        }
+                    }
+                    Err(er) => return Err(self.ioe("mkdir", &canon, er)),
+                }
+                let d = rfs::openat(
+                    pfd,
+                    name,
+                    DIR_FLAGS | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|er| self.ioe("open", &canon, er))?;
+                self.set_dir_meta(d.as_fd(), &e, &canon)?;
+            }
+            b'2' => {
+                self.create(pfd, name, &canon, || rfs::symlinkat(&e.link[..], pfd, name))?;
+                self.set_meta_at(pfd, name, &canon, &e, false)?;
+            }
+            b'1' => {
+                let ((tfd, _), tname) = link_target.expect("link target");
+                self.create(pfd, name, &canon, || {
+                    rfs::linkat(&*tfd, &tname[..], pfd, name, AtFlags::empty())
+                })?;
+            }
+            _ => {
+                let (ft, dev) = match e.kind {
+                    b'3' => (FileType::CharacterDevice, rfs::makedev(e.major, e.minor)),
+                    b'4' => (FileType::BlockDevice, rfs::makedev(e.major, e.minor)),
+                    _ => (FileType::Fifo, 0),
+                };
+                self.create(pfd, name, &canon, || {
+                    rfs::mknodat(pfd, name, ft, Mode::empty(), dev)
+                })?;
+                self.set_meta_at(pfd, name, &canon, &e, true)?;
+            }
+        }
+        self.mark_created(&canon);
+        if e.kind != b'0' {
+            self.skip_raw(e.size + padding(e.size) as u64)?;
+        }
+        Ok(())
+    }
+
+    fn write_file(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        canon: &[u8],
+        e: &Entry,
+    ) -> Result<(), ArchiveError> {
+        let fl =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = self.create(pfd, name, canon, || {
+            rfs::openat(pfd, name, fl, Mode::from_raw_mode(0o600))
+        })?;
+        let mut f = File::from(fd);
+        let mut left = e.size;
+        while left > 0 {
+            let k = (CHUNK as u64).min(left) as usize;
+            self.input.exact(&mut self.buf[..k])?;
+            f.write_all(&self.buf[..k])
+                .map_err(|er| ArchiveError::io("write", self.root_path.join(show(canon)), er))?;
+            left -= k as u64;
+        }
+        let id = self.split.file(canon, e.size)?;
+        self.tracked.insert(canon.to_vec(), (id, e.size));
+        self.skip_raw(padding(e.size) as u64)?;
+        rfs::fchown(&f, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)))
+            .map_err(|er| self.ioe("chown", canon, er))?;
+        rfs::fchmod(&f, Mode::from_raw_mode(e.mode)).map_err(|er| self.ioe("chmod", canon, er))?;
+        self.set_xattrs(XattrTarget::Fd(f.as_fd()), &e.xattrs, canon)?;
+        rfs::futimens(&f, &times(e)).map_err(|er| self.ioe("set times of", canon, er))?;
+        Ok(())
+    }
+
+    fn set_dir_meta(
+        &mut self,
+        d: BorrowedFd<'_>,
+        e: &Entry,
+        canon: &[u8],
+    ) -> Result<(), ArchiveError> {
+        rfs::fchown(d, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)))
+            .map_err(|er| self.ioe("chown", canon, er))?;
+        rfs::fchmod(d, Mode::from_raw_mode(e.mode)).map_err(|er| self.ioe("chmod", canon, er))?;
+        self.set_xattrs(XattrTarget::Fd(d), &e.xattrs, canon)?;
+        self.dir_times.insert(canon.to_vec(), (e.atime, e.mtime));
+        Ok(())
+    }
+
+    /// Ownership, mode (not for symlinks), xattrs and times of a non-directory, non-regular
+    /// entry just created as `name` in `pfd`.
+    fn set_meta_at(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        canon: &[u8],
+        e: &Entry,
+        chmod: bool,
+    ) -> Result<(), ArchiveError> {
+        rfs::chownat(
+            pfd,
+            name,
+            Some(Uid::from_raw(e.uid)),
+            Some(Gid::from_raw(e.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|er| self.ioe("chown", canon, er))?;
+        if chmod {
+            rfs::chmodat(pfd, name, Mode::from_raw_mode(e.mode), AtFlags::empty())
+                .map_err(|er| self.ioe("chmod", canon, er))?;
+        }
+        self.set_xattrs(XattrTarget::At(pfd, name, !chmod), &e.xattrs, canon)?;
+        rfs::utimensat(pfd, name, &times(e), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|er| self.ioe("set times of", canon, er))?;
+        Ok(())
+    }
+
+    fn set_xattrs(
+        &self,
+        t: XattrTarget<'_>,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        canon: &[u8],
+    ) -> Result<(), ArchiveError> {
+        for (k, v) in xattrs {
+            if k.starts_with(OVERLAY_XATTR_PREFIX) {
+                continue;
+            }
+            let r = match t {
+                XattrTarget::Fd(fd) => rfs::fsetxattr(fd, &k[..], v, XattrFlags::empty()),
+                XattrTarget::At(pfd, name, _) => {
+                    let p = [
+                        format!("/proc/self/fd/{}/", pfd.as_raw_fd()).as_bytes(),
+                        name,
+                    ]
+                    .concat();
+                    rfs::lsetxattr(&p[..], &k[..], v, XattrFlags::empty())
+                }
+            };
+            match r {
+                Ok(()) => {}
+                Err(Errno::NOTSUP) => {}
+                Err(Errno::PERM) if matches!(t, XattrTarget::At(_, _, true)) => {}
+                Err(_) if k.as_slice() == b"security.selinux" => {}
+                Err(er) => return Err(self.ioe("set xattr on", canon, er)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `mk` (which creates `name` in `pfd` exclusively); if the name exists, removes the
+    /// existing entry (capturing content this tar wrote there) and runs it again.
+    fn create<T>(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        canon: &[u8],
+        mut mk: impl FnMut() -> Result<T, Errno>,
+    ) -> Result<T, ArchiveError> {
+        match mk() {
+            Ok(v) => return Ok(v),
+            Err(Errno::EXIST) => {}
+            Err(er) => return Err(self.ioe("create", canon, er)),
+        }
+        self.remove_entry(pfd, name, canon)?;
+        mk().map_err(|er| self.ioe("create", canon, er))
+    }
+
+    /// Removes `name` in `pfd` (recursively for a directory), never following symlinks;
+    /// a missing entry is not an error.
+    fn remove_entry(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        canon: &[u8],
+    ) -> Result<(), ArchiveError> {
+        match file_type_at(pfd, name).map_err(|er| self.ioe("stat", canon, er))? {
+            None => Ok(()),
+            Some(FileType::Directory) => {
+                self.cache = None;
+                self.remove_tree(pfd, name, canon)
+            }
+            Some(ft) => {
+                if ft == FileType::Symlink {
+                    self.cache = None;
+                }
+                if ft == FileType::RegularFile {
+                    self.capture_if_tracked(pfd, name, canon)?;
+                }
+                match rfs::unlinkat(pfd, name, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => Ok(()),
+                    Err(er) => Err(self.ioe("remove", canon, er)),
+                }
+            }
+        }
+    }
+
+    fn remove_tree(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        canon: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let d = rfs::openat(
+            pfd,
+            name,
+            DIR_FLAGS | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|er| self.ioe("open", canon, er))?;
+        let children = list_dir(d.as_fd()).map_err(|er| self.ioe("read directory", canon, er))?;
+        for (n, _) in children {
+            let cc = join(canon, &n);
+            self.remove_entry(d.as_fd(), &n, &cc)?;
+        }
+        match rfs::unlinkat(pfd, name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(er) => Err(self.ioe("remove", canon, er)),
+        }
+    }
+
+    fn capture_if_tracked(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        canon: &[u8],
+    ) -> Result<(), ArchiveError> {
+        if let Some((id, size)) = self.tracked.remove(canon) {
+            let fd = rfs::openat(
+                pfd,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|er| self.ioe("open", canon, er))?;
+            self.split
+                .capture(id, size, &mut File::from(fd), &mut self.buf)?;
+        }
+        Ok(())
+    }
+
+    fn mark_created(&mut self, canon: &[u8]) {
+        if self.format != WhiteoutFormat::Apply {
+            return;
+        }
+        let mut p = canon;
+        while self.created.insert(p.to_vec()) && !p.is_empty() {
+            p = split_last(p).0;
+        }
+    }
+
+    fn whiteout(&mut self, dir: &[u8], target: &[u8], e: &Entry) -> Result<(), ArchiveError> {
+        let overlay = self.format == WhiteoutFormat::Overlay;
+        let Some((pfd, pcanon)) = self.parent(dir, overlay)? else {
+            return Ok(());
+        };
+        let canon = join(&pcanon, target);
+        let pfd = pfd.as_fd();
+        if overlay {
+            self.create(pfd, target, &canon, || {
+                rfs::mknodat(pfd, target, FileType::CharacterDevice, Mode::empty(), 0)
+            })?;
+            rfs::chownat(
+                pfd,
+                target,
+                Some(Uid::from_raw(e.uid)),
+                Some(Gid::from_raw(e.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|er| self.ioe("chown", &canon, er))?;
+        } else {
+            self.remove_entry(pfd, target, &canon)?;
+        }
+        Ok(())
+    }
+
+    fn opaque(&mut self, dir: &[u8]) -> Result<(), ArchiveError> {
+        let overlay = self.format == WhiteoutFormat::Overlay;
+        let Some((pfd, pcanon)) = self.parent(dir, overlay)? else {
+            return Ok(());
+        };
+        if overlay {
+            rfs::fsetxattr(&*pfd, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(|er| self.ioe("set opaque xattr on", &pcanon, er))?;
+        } else {
+            self.mark_created(&pcanon);
+            self.prune(pfd.as_fd(), &pcanon)?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything under `d` that this tar did not create (opaque directory, Apply).
+    fn prune(&mut self, d: BorrowedFd<'_>, canon: &[u8]) -> Result<(), ArchiveError> {
+        let children = list_dir(d).map_err(|er| self.ioe("read directory", canon, er))?;
+        for (n, ft) in children {
+            let cc = join(canon, &n);
+            if !self.created.contains(&cc) {
+                self.remove_entry(d, &n, &cc)?;
+                continue;
+            }
+            let ft = if ft == FileType::Unknown {
+                file_type_at(d, &n).map_err(|er| self.ioe("stat", &cc, er))?
+            } else {
+                Some(ft)
+            };
+            if ft == Some(FileType::Directory) {
+                let sub = rfs::openat(
+                    d,
+                    &n[..],
+                    DIR_FLAGS | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|er| self.ioe("open", &cc, er))?;
+                self.prune(sub.as_fd(), &cc)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the directory `dir` (a cleaned path, as written in the tar) inside the root,
+    /// following symlinks inside the root only, and returns it with its canonical path.
+    /// Missing directories are created (mode 0755) if `create`, else `None` is returned.
+    fn parent(&mut self, dir: &[u8], create: bool) -> Result<Option<Parent>, ArchiveError> {
+        if dir.is_empty() {
+            return Ok(Some((self.root.clone(), Rc::from(&b""[..]))));
+        }
+        if let Some((t, p)) = &self.cache
+            && t.as_slice() == dir
+        {
+            return Ok(Some(p.clone()));
+        }
+        let root = self.root.clone();
+        let (fd, canon) = match oa2(
+            root.as_fd(),
+            dir,
+            DIR_FLAGS,
+            IN_ROOT | ResolveFlags::NO_SYMLINKS,
+        ) {
+            Ok(fd) => (fd, dir.to_vec()),
+            Err(Errno::LOOP) => match oa2(root.as_fd(), dir, DIR_FLAGS, IN_ROOT) {
+                Ok(fd) => {
+                    let c = self.canonical(fd.as_fd(), dir)?;
+                    (fd, c)
+                }
+                Err(Errno::NOENT) if create => self.make_dirs(dir)?,
+                Err(Errno::NOENT) => return Ok(None),
+                Err(er) => return Err(self.ioe("open", dir, er)),
+            },
+            Err(Errno::NOENT) if create => self.make_dirs(dir)?,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(er) => return Err(self.ioe("open", dir, er)),
+        };
+        let p: Parent = (Rc::new(fd), Rc::from(canon));
+        self.cache = Some((dir.to_vec(), p.clone()));
+        Ok(Some(p))
+    }
+
+    /// Creates the missing directories of `dir` (inside the root) one by one.
+    fn make_dirs(&mut self, dir: &[u8]) -> Result<(OwnedFd, Vec<u8>), ArchiveError> {
+        let root = self.root.clone();
+        let mut cur = rustix::io::dup(&*root).map_err(|er| self.ioe("dup", b"", er))?;
+        let mut end = 0;
+        for comp in dir.split(|&c| c == b'/') {
+            end += comp.len();
+            let prefix = &dir[..end];
+            end += 1;
+            match oa2(root.as_fd(), prefix, DIR_FLAGS, IN_ROOT) {
+                Ok(fd) => cur = fd,
+                Err(Errno::NOENT) => {
+                    match rfs::mkdirat(&cur, comp, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => {}
+                        // Exists but did not resolve: a dangling symlink.
+                        Err(Errno::EXIST) => {
+                            return Err(self.ioe("create directory", prefix, Errno::NOENT));
+                        }
+                        Err(er) => return Err(self.ioe("create directory", prefix, er)),
+                    }
+                    rfs::chmodat(&cur, comp, Mode::from_raw_mode(0o755), AtFlags::empty())
+                        .map_err(|er| self.ioe("chmod", prefix, er))?;
+                    cur = rfs::openat(
+                        &cur,
+                        comp,
+                        DIR_FLAGS | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|er| self.ioe("open", prefix, er))?;
+                    if self.format == WhiteoutFormat::Apply {
+                        let c = self.canonical(cur.as_fd(), prefix)?;
+                        self.mark_created(&c);
+                    }
+                }
+                Err(er) => return Err(self.ioe("open", prefix, er)),
+            }
+        }
+        let canon = self.canonical(cur.as_fd(), dir)?;
+        Ok((cur, canon))
+    }
+
+    /// The path of directory `fd` relative to the root, symlinks resolved (from /proc).
+    fn canonical(&mut self, fd: BorrowedFd<'_>, what: &[u8]) -> Result<Vec<u8>, ArchiveError> {
+        let link = |fd: BorrowedFd<'_>| -> Result<Vec<u8>, Errno> {
+            Ok(
+                rfs::readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()), Vec::new())?
+                    .into_bytes(),
+            )
+        };
+        if self.root_abs.is_none() {
+            let r = link(self.root.as_fd()).map_err(|er| self.ioe("resolve", b"", er))?;
+            self.root_abs = Some(r);
+        }
+        let abs = link(fd).map_err(|er| self.ioe("resolve", what, er))?;
+        let root = self.root_abs.as_deref().unwrap();
+        if abs == root {
+            return Ok(Vec::new());
+        }
+        let rest = if root == b"/" {
+            abs.strip_prefix(b"/")
+        } else {
+            abs.strip_prefix(root).and_then(|r| r.strip_prefix(b"/"))
+        };
+        match rest {
+            Some(r) => Ok(r.to_vec()),
+            None => Err(unsafe_entry(what, "directory resolved outside the root")),
+        }
+    }
+
+    fn finish_dir_times(&mut self) -> Result<(), ArchiveError> {
+        let mut dirs: Vec<_> = self.dir_times.drain().collect();
+        dirs.sort_by_key(|(p, _)| {
+            std::cmp::Reverse(p.iter().filter(|&&c| c == b'/').count() + usize::from(!p.is_empty()))
+        });
+        for (p, (atime, mtime)) in dirs {
+            let ts = Timestamps {
+                last_access: atime,
+                last_modification: mtime,
+            };
+            let r = if p.is_empty() {
+                rfs::futimens(&*self.root, &ts)
+            } else {
+                match oa2(
+                    self.root.as_fd(),
+                    &p,
+                    DIR_FLAGS | OFlags::NOFOLLOW,
+                    IN_ROOT | ResolveFlags::NO_SYMLINKS,
+                ) {
+                    Ok(fd) => rfs::futimens(&fd, &ts),
+                    // Removed or replaced later in the tar.
+                    Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => continue,
+                    Err(er) => Err(er),
+                }
+            };
+            r.map_err(|er| self.ioe("set times of", &p, er))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum XattrTarget<'a> {
+    Fd(BorrowedFd<'a>),
+    /// (parent dir, name, is a symlink)
+    At(BorrowedFd<'a>, &'a [u8], bool),
 }

@@ -1,1 +1,106 @@
-//! `strata rmi`, `image prune`
+//! `strata rmi` and `strata image prune`, with Docker's rules: removing a name only untags
+//! while other names remain; removing the last name or the ID deletes the image, unless a
+//! container uses it (then `-f` is needed, and the image record stays for the container).
+//! Layers go when nothing needs them any more; layers shared with other images stay.
+
+use super::{Engine, EngineError};
+use crate::image::{ImageRecord, Reference};
+
+/// What `rmi` did, in Docker's words: `Untagged: …` and `Deleted: sha256:…` lines.
+#[derive(Default)]
+pub struct Removal {
+    pub lines: Vec<String>,
+}
+
+impl Engine {
+    pub fn remove_image(&self, arg: &str, force: bool) -> Result<Removal, EngineError> {
+        let images = self.images();
+        let rec = images.resolve(arg)?;
+        let mut out = Removal::default();
+        let by_name = Reference::parse_tagged(arg)
+            .ok()
+            .filter(|r| rec.tags.contains(r) || rec.digests.contains(r));
+        let users = self.containers().using_image(&rec.id)?;
+        if let Some(r) = by_name {
+            let names = rec.tags.len() + rec.digests.len();
+            if names > 1 {
+                images.untag(&r)?;
+                out.lines.push(format!("Untagged: {}", r.familiar()));
+                return Ok(out);
+            }
+            if let Some(c) = users.first() {
+                if !force {
+                    return Err(EngineError::Conflict(format!(
+                        "unable to remove repository reference \"{arg}\" (must force) - container {} is using its referenced image {}",
+                        &c.id[..12],
+                        rec.id.short()
+                    )));
+                }
+            }
+        } else {
+            let repos: std::collections::HashSet<String> =
+                rec.tags.iter().map(|t| t.repository()).collect();
+            if repos.len() > 1 && !force {
+                return Err(EngineError::Conflict(format!(
+                    "unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                    rec.id.short()
+                )));
+            }
+            if let Some(c) = users.first() {
+                if !force {
+                    return Err(EngineError::Conflict(format!(
+                        "unable to delete {} (must be forced) - image is being used by stopped container {}",
+                        rec.id.short(),
+                        &c.id[..12]
+                    )));
+                }
+            }
+        }
+        self.delete_image(&rec, &mut out)?;
+        Ok(out)
+    }
+
+    /// Untag everything and delete the record and unneeded layers. Containers keep their
+    /// layers: the layer store only drops what nothing references.
+    fn delete_image(&self, rec: &ImageRecord, out: &mut Removal) -> Result<(), EngineError> {
+        let images = self.images();
+        for t in rec.tags.iter().chain(&rec.digests) {
+            images.untag(t)?;
+            out.lines.push(format!("Untagged: {}", t.familiar()));
+        }
+        images.delete(&rec.id)?;
+        out.lines.push(format!("Deleted: {}", rec.id));
+        for chain in self.collect_layers()? {
+            out.lines.push(format!("Deleted: {chain}"));
+        }
+        // The config blob goes last: until the record is gone it must stay readable.
+        self.content.delete(&rec.id)?;
+        Ok(())
+    }
+
+    /// Remove dangling images (no names), or with `all` every image no container uses.
+    /// Returns the deleted IDs and the bytes of layers freed.
+    pub fn prune_images(&self, all: bool) -> Result<(Vec<String>, u64), EngineError> {
+        let before: u64 = self.layers().list()?.iter().map(|l| l.size).sum();
+        let mut lines = Vec::new();
+        let used: std::collections::HashSet<_> = self
+            .containers()
+            .list()?
+            .into_iter()
+            .map(|c| c.image_id)
+            .collect();
+        for rec in self.images().list()? {
+            let dangling = rec.tags.is_empty() && rec.digests.is_empty();
+            if (dangling || all) && !used.contains(&rec.id) {
+                let mut r = Removal::default();
+                self.delete_image(&rec, &mut r)?;
+                lines.extend(r.lines.into_iter().map(|l| {
+                    l.replacen("Untagged: ", "untagged: ", 1)
+                        .replacen("Deleted: ", "deleted: ", 1)
+                }));
+            }
+        }
+        let after: u64 = self.layers().list()?.iter().map(|l| l.size).sum();
+        Ok((lines, before.saturating_sub(after)))
+    }
+}

@@ -2,6 +2,7 @@
 //! Archive formats (docker save / OCI layout) live in `image::archive_format`.
 
 pub mod archive_format;
+pub mod change;
 pub mod config;
 pub mod reference;
 

@@ -1,0 +1,347 @@
+//! Container commands, storage side: create, mount, umount, export, rm, ps.
+
+use super::Cli;
+use super::format::{ago, ellipsis, table};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use strata::container::{Container, NewContainer, RunConfig};
+use strata::engine::Engine;
+
+/// Create a new container (its writable layer on top of the image)
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+/// Mount a container's root filesystem and print its path
+#[derive(Args)]
+pub struct MountArgs {
+    container: String,
+}
+
+/// Unmount a container's root filesystem
+#[derive(Args)]
+pub struct UmountArgs {
+    /// Unmount even if other mounts of it are recorded
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Export a container's filesystem as a tar archive
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Write to a file, instead of stdout
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    container: String,
+}
+
+/// Remove one or more containers
+#[derive(Args)]
+pub struct RmArgs {
+    /// Force the removal (unmounting it first)
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// List containers
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table or json
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+#[derive(Subcommand)]
+pub enum ContainerCmd {
+    Create(CreateArgs),
+    Mount(MountArgs),
+    Umount(UmountArgs),
+    Export(ExportArgs),
+    Rm(RmArgs),
+    #[command(alias = "ps", alias = "list")]
+    Ls(PsArgs),
+    Inspect(super::system::InspectArgs),
+}
+
+pub fn container_cmd(cli: &Cli, c: &ContainerCmd) -> Result<i32> {
+    match c {
+        ContainerCmd::Create(a) => create(cli, a),
+        ContainerCmd::Mount(a) => mount(cli, a),
+        ContainerCmd::Umount(a) => umount(cli, a),
+        ContainerCmd::Export(a) => export(cli, a),
+        ContainerCmd::Rm(a) => rm(cli, a),
+        ContainerCmd::Ls(a) => ps(cli, a),
+        ContainerCmd::Inspect(a) => inspect_containers(cli, &a.names),
+    }
+}
+
+pub fn create(cli: &Cli, a: &CreateArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let c = create_container(
+        &engine,
+        a.name.as_deref(),
+        &a.image,
+        RunConfig {
+            cmd: a.cmd.clone(),
+            ..Default::default()
+        },
+    )?;
+    println!("{}", c.id);
+    Ok(0)
+}
+
+fn create_container(
+    engine: &Engine,
+    name: Option<&str>,
+    image: &str,
+    config: RunConfig,
+) -> Result<Container> {
+    let rec = engine.images().resolve(image)?;
+    let top = match &rec.top_layer {
+        Some(t) => Some(
+            engine
+                .layers()
+                .get(t)?
+                .with_context(|| format!("image {image}: top layer {t} missing"))?,
+        ),
+        None => None,
+    };
+    let layers = engine.layers();
+    let _guard = layers.gc_guard()?;
+    let shown = match strata::image::Reference::parse_tagged(image) {
+        Ok(r) if rec.tags.contains(&r) => r.familiar(),
+        _ => image.to_string(),
+    };
+    let c = engine.containers().create(NewContainer {
+        name,
+        image_id: &rec.id,
+        image_ref: &shown,
+        parent: top.as_ref().map(|l| (&l.chain_id, l.cache_id.as_str())),
+        config,
+    })?;
+    Ok(c)
+}
+
+pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let c = engine.containers().get(&a.container)?;
+    let p = engine.containers().mount(&c)?;
+    println!("{}", p.display());
+    Ok(0)
+}
+
+pub fn umount(cli: &Cli, a: &UmountArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    for name in &a.containers {
+        let c = engine.containers().get(name)?;
+        engine.containers().unmount(&c, a.force)?;
+        println!("{}", c.id);
+    }
+    Ok(0)
+}
+
+pub fn export(cli: &Cli, a: &ExportArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let c = engine.containers().get(&a.container)?;
+    if a.output.is_none() && std::io::stdout().is_terminal() {
+        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+    }
+    let store = engine.containers();
+    let root = store.mount(&c)?;
+    let result = (|| -> Result<()> {
+        match &a.output {
+            Some(p) => {
+                let f = std::fs::File::create(p)
+                    .with_context(|| format!("creating {}", p.display()))?;
+                strata::archive::tar_directory(&root, std::io::BufWriter::new(f), None)?;
+            }
+            None => strata::archive::tar_directory(
+                &root,
+                std::io::BufWriter::new(std::io::stdout().lock()),
+                None,
+            )?,
+        }
+        Ok(())
+    })();
+    store.unmount(&c, false)?;
+    result.with_context(|| format!("exporting container {}", a.container))?;
+    Ok(0)
+}
+
+pub fn rm(cli: &Cli, a: &RmArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let mut code = 0;
+    for name in &a.containers {
+        let r = (|| -> Result<()> {
+            let c = engine.containers().get(name)?;
+            if c.mounts > 0 && !a.force {
+                bail!("container {name} is mounted; unmount it first or use -f");
+            }
+            if c.mounts > 0 || engine.driver.is_mounted(&c.cache_id) {
+                engine.containers().unmount(&c, true)?;
+            }
+            engine.containers().remove(&c)?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn command_of(c: &Container, engine: &Engine) -> String {
+    let mut argv: Vec<String> = c.config.entrypoint.clone();
+    let mut cmd = c.config.cmd.clone();
+    if cmd.is_empty() && c.config.entrypoint.is_empty() {
+        // The image's defaults apply when the container did not set its own.
+        if let Ok((_, cfg)) = engine.images().config(&c.image_id) {
+            let list = |v: Option<&serde_json::Value>| -> Vec<String> {
+                v.and_then(|v| v.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            argv = list(cfg.field("Entrypoint"));
+            cmd = list(cfg.field("Cmd"));
+        }
+    }
+    argv.extend(cmd);
+    argv.join(" ")
+}
+
+pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let list: Vec<Container> = engine
+        .containers()
+        .list()?
+        .into_iter()
+        .filter(|c| a.all || c.state == "running")
+        .collect();
+    let mut out = std::io::stdout().lock();
+    let id_of = |c: &Container| {
+        if a.no_trunc {
+            c.id.clone()
+        } else {
+            c.id[..12].to_string()
+        }
+    };
+    if a.quiet {
+        for c in &list {
+            writeln!(out, "{}", id_of(c))?;
+        }
+        return Ok(0);
+    }
+    let status = |c: &Container| match c.state.as_str() {
+        "created" => "Created".to_string(),
+        s => s.to_string(),
+    };
+    if a.format == "json" || a.format == "{{json .}}" {
+        for c in &list {
+            let cmd = command_of(c, &engine);
+            writeln!(
+                out,
+                "{}",
+                json!({"Command": format!("{:?}", ellipsis(&cmd, 20)), "CreatedAt": c.created, "ID": id_of(c), "Image": c.image_ref,
+                       "Labels": "", "LocalVolumes": "0", "Mounts": "", "Names": c.name, "Networks": "", "Ports": "",
+                       "RunningFor": ago(&c.created), "State": c.state, "Status": status(c)})
+            )?;
+        }
+        return Ok(0);
+    }
+    let mut rows = vec![
+        [
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for c in &list {
+        let cmd = command_of(c, &engine);
+        let cmd = if a.no_trunc { cmd } else { ellipsis(&cmd, 20) };
+        rows.push(vec![
+            id_of(c),
+            c.image_ref.clone(),
+            format!("\"{cmd}\""),
+            ago(&c.created),
+            status(c),
+            String::new(),
+            c.name.clone(),
+        ]);
+    }
+    table(&mut out, &rows)?;
+    Ok(0)
+}
+
+pub fn container_json(engine: &Engine, c: &Container) -> serde_json::Value {
+    let mut data = serde_json::Map::new();
+    for (k, v) in engine.driver.metadata(&c.cache_id) {
+        data.insert(k, json!(v));
+    }
+    json!({
+        "Id": c.id,
+        "Created": c.created,
+        "Path": c.config.cmd.first().cloned().unwrap_or_default(),
+        "Args": c.config.cmd.iter().skip(1).collect::<Vec<_>>(),
+        "State": {"Status": c.state, "Running": c.state == "running", "Paused": false, "Restarting": false,
+                  "OOMKilled": false, "Dead": false, "Pid": 0, "ExitCode": 0},
+        "Image": c.image_id.to_string(),
+        "Name": format!("/{}", c.name),
+        "Driver": engine.driver.name(),
+        "GraphDriver": {"Data": if data.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(data) }, "Name": engine.driver.name()},
+        "Config": {"Image": c.image_ref, "Cmd": c.config.cmd, "Entrypoint": c.config.entrypoint, "Env": c.config.env,
+                   "WorkingDir": c.config.working_dir, "User": c.config.user},
+    })
+}
+
+pub fn inspect_containers(cli: &Cli, names: &[String]) -> Result<i32> {
+    let engine = cli.engine()?;
+    let mut out = Vec::new();
+    let mut code = 0;
+    for n in names {
+        match engine.containers().get(n) {
+            Ok(c) => out.push(container_json(&engine, &c)),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(code)
+}

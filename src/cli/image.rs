@@ -1,0 +1,530 @@
+//! Image commands: load, save, import, images, history, tag, rmi, image inspect/prune.
+
+use super::Cli;
+use super::format::{ago, ellipsis, human_size, table};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use strata::engine::import::ImportSource;
+use strata::engine::save::SaveFormat;
+use strata::image::{ImageRecord, Reference};
+
+/// Load images from a tar archive (docker save or OCI layout), from a file or stdin
+#[derive(Args)]
+pub struct LoadArgs {
+    /// Read from a tar archive file instead of stdin
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    /// Suppress the load output
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Save one or more images to a tar archive (streamed to stdout by default)
+#[derive(Args)]
+pub struct SaveArgs {
+    /// Write to a file, instead of stdout
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Archive format: docker (manifest.json + OCI layout) or oci
+    #[arg(long, default_value = "docker", value_parser = ["docker", "oci", "docker-archive", "oci-archive"])]
+    format: String,
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// Import the contents from a tarball or directory to create a filesystem image
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short, long)]
+    change: Vec<String>,
+    /// Set commit message for imported image
+    #[arg(short, long)]
+    message: Option<String>,
+    /// File, directory or - for stdin
+    source: String,
+    /// REPOSITORY[:TAG]
+    reference: Option<String>,
+}
+
+/// List images
+#[derive(Args)]
+pub struct ImagesArgs {
+    /// Show all images (default hides intermediate images)
+    #[arg(short, long)]
+    all: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show digests
+    #[arg(long)]
+    digests: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table or json
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Only images of this repository (and tag)
+    reference: Option<String>,
+}
+
+/// Show the history of an image
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Print sizes and dates in human readable format
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+    human: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Output format: table or json
+    #[arg(long, default_value = "table")]
+    format: String,
+    image: String,
+}
+
+/// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+#[derive(Args)]
+pub struct TagArgs {
+    source: String,
+    target: String,
+}
+
+/// Remove one or more images
+#[derive(Args)]
+pub struct RmiArgs {
+    /// Force removal of the image
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// Display detailed information on one or more images
+#[derive(Args)]
+pub struct ImageInspectArgs {
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// Remove unused images
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    Load(LoadArgs),
+    Save(SaveArgs),
+    Import(ImportArgs),
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    History(HistoryArgs),
+    Tag(TagArgs),
+    Rm(RmiArgs),
+    Inspect(ImageInspectArgs),
+    Prune(PruneArgs),
+}
+
+pub fn image_cmd(cli: &Cli, c: &ImageCmd) -> Result<i32> {
+    match c {
+        ImageCmd::Load(a) => load(cli, a),
+        ImageCmd::Save(a) => save(cli, a),
+        ImageCmd::Import(a) => import(cli, a),
+        ImageCmd::Ls(a) => images(cli, a),
+        ImageCmd::History(a) => history(cli, a),
+        ImageCmd::Tag(a) => tag(cli, a),
+        ImageCmd::Rm(a) => rmi(cli, a),
+        ImageCmd::Inspect(a) => inspect_images(cli, &a.images),
+        ImageCmd::Prune(a) => prune(cli, a),
+    }
+}
+
+pub fn load(cli: &Cli, a: &LoadArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    if a.input.is_none() && std::io::stdin().is_terminal() {
+        bail!("requested load from stdin, but stdin is empty");
+    }
+    let what = a
+        .input
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "stdin".into());
+    let loaded = engine
+        .load(a.input.as_deref())
+        .with_context(|| format!("loading {what}"))?;
+    if !a.quiet {
+        for l in loaded {
+            if l.names.is_empty() {
+                println!("Loaded image ID: {}", l.id);
+            }
+            for n in l.names {
+                println!("Loaded image: {}", n.familiar());
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn save(cli: &Cli, a: &SaveArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let format = if a.format.starts_with("oci") {
+        SaveFormat::Oci
+    } else {
+        SaveFormat::Docker
+    };
+    match &a.output {
+        Some(p) => {
+            // Write next to the destination and rename: a failed save leaves no half archive.
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let tmp = tempfile_in(dir)?;
+            let f = std::fs::File::create(&tmp.0)
+                .with_context(|| format!("creating {}", tmp.0.display()))?;
+            engine.save(&a.images, format, &f)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp.0, p).with_context(|| format!("writing {}", p.display()))?;
+            std::mem::forget(tmp);
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+            }
+            engine.save(&a.images, format, std::io::stdout().lock())?;
+        }
+    }
+    Ok(0)
+}
+
+struct TempOut(PathBuf);
+impl Drop for TempOut {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+fn tempfile_in(dir: &std::path::Path) -> Result<TempOut> {
+    Ok(TempOut(dir.join(format!(
+        ".strata-save-{}",
+        strata::atomic_file::random_hex(6)
+    ))))
+}
+
+pub fn import(cli: &Cli, a: &ImportArgs) -> Result<i32> {
+    let reference = a
+        .reference
+        .as_deref()
+        .map(Reference::parse_tagged)
+        .transpose()?;
+    let engine = cli.engine()?;
+    let path = PathBuf::from(&a.source);
+    let source = if a.source == "-" {
+        ImportSource::Stdin
+    } else {
+        ImportSource::Path(&path)
+    };
+    let id = engine
+        .import(source, reference.as_ref(), &a.change, a.message.as_deref())
+        .with_context(|| format!("importing {}", a.source))?;
+    println!("{id}");
+    Ok(0)
+}
+
+fn sorted_images(engine: &strata::engine::Engine) -> Result<Vec<ImageRecord>> {
+    let mut list = engine.images().list()?;
+    list.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+    Ok(list)
+}
+
+pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let filter = a.reference.as_deref().map(Reference::parse).transpose()?;
+    let id_of = |r: &ImageRecord| {
+        if a.no_trunc {
+            r.id.to_string()
+        } else {
+            r.id.short()
+        }
+    };
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for img in sorted_images(&engine)? {
+        let digest = img
+            .digests
+            .first()
+            .and_then(|d| d.digest.as_ref())
+            .map(|d| d.to_string());
+        let mut entries: Vec<(String, String)> = img
+            .tags
+            .iter()
+            .map(|t| (t.familiar_repository(), t.tag.clone().unwrap_or_default()))
+            .collect();
+        if entries.is_empty() {
+            entries = img
+                .digests
+                .iter()
+                .map(|d| (d.familiar_repository(), "<none>".into()))
+                .collect();
+        }
+        if entries.is_empty() {
+            entries.push(("<none>".into(), "<none>".into()));
+        }
+        for (repo, tag) in entries {
+            if let Some(f) = &filter {
+                if f.familiar_repository() != repo || f.tag.as_ref().is_some_and(|t| *t != tag) {
+                    continue;
+                }
+            }
+            let mut row = vec![repo.clone(), tag.clone()];
+            if a.digests {
+                row.push(digest.clone().unwrap_or_else(|| "<none>".into()));
+            }
+            row.extend([id_of(&img), ago(&img.created), human_size(img.size)]);
+            json_rows.push(json!({
+                "Containers": "N/A",
+                "CreatedAt": img.created,
+                "CreatedSince": ago(&img.created),
+                "Digest": digest.clone().unwrap_or_else(|| "<none>".into()),
+                "ID": id_of(&img),
+                "Repository": repo,
+                "SharedSize": "N/A",
+                "Size": human_size(img.size),
+                "Tag": tag,
+                "UniqueSize": "N/A",
+                "VirtualSize": human_size(img.size),
+            }));
+            rows.push((img.id.clone(), row));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for (id, _) in &rows {
+            if seen.insert(id.clone()) {
+                writeln!(
+                    out,
+                    "{}",
+                    if a.no_trunc {
+                        id.to_string()
+                    } else {
+                        id.short()
+                    }
+                )?;
+            }
+        }
+        return Ok(0);
+    }
+    if a.format == "json" || a.format == "{{json .}}" {
+        for j in json_rows {
+            writeln!(out, "{j}")?;
+        }
+        return Ok(0);
+    }
+    let mut header = vec!["REPOSITORY".to_string(), "TAG".into()];
+    if a.digests {
+        header.push("DIGEST".into());
+    }
+    header.extend(["IMAGE ID".into(), "CREATED".into(), "SIZE".into()]);
+    let mut t = vec![header];
+    t.extend(rows.into_iter().map(|(_, r)| r));
+    table(&mut out, &t)?;
+    Ok(0)
+}
+
+pub fn history(cli: &Cli, a: &HistoryArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let rec = engine.images().resolve(&a.image)?;
+    let (_, cfg) = engine.images().config(&rec.id)?;
+    let layers = engine.layers().chain(&cfg.rootfs.diff_ids)?;
+    // Pair history entries with layers: each entry that is not an empty layer owns the next one.
+    let mut sizes = layers.iter().map(|l| l.size);
+    let mut entries: Vec<(strata::image::config::History, u64)> = Vec::new();
+    if cfg.history.is_empty() {
+        entries.extend(layers.iter().map(|l| (Default::default(), l.size)));
+    }
+    for h in &cfg.history {
+        let size = if h.empty_layer {
+            0
+        } else {
+            sizes.next().unwrap_or(0)
+        };
+        entries.push((h.clone(), size));
+    }
+    entries.reverse();
+    let mut out = std::io::stdout().lock();
+    let mut rows = vec![vec![
+        "IMAGE".into(),
+        "CREATED".into(),
+        "CREATED BY".into(),
+        "SIZE".into(),
+        "COMMENT".into(),
+    ]];
+    for (i, (h, size)) in entries.iter().enumerate() {
+        let id = if i == 0 {
+            if a.no_trunc {
+                rec.id.to_string()
+            } else {
+                rec.id.short()
+            }
+        } else {
+            "<missing>".to_string()
+        };
+        if a.quiet {
+            writeln!(out, "{id}")?;
+            continue;
+        }
+        let created = h.created.clone().unwrap_or_default();
+        let created_by = h.created_by.clone().unwrap_or_default().replace('\t', " ");
+        let created_by = if a.no_trunc {
+            created_by
+        } else {
+            ellipsis(&created_by, 45)
+        };
+        let when = if a.human {
+            ago(&created)
+        } else {
+            created.clone()
+        };
+        let size_s = if a.human {
+            human_size(*size)
+        } else {
+            size.to_string()
+        };
+        let comment = h.comment.clone().unwrap_or_default();
+        if a.format == "json" || a.format == "{{json .}}" {
+            writeln!(
+                out,
+                "{}",
+                json!({"Comment": comment, "CreatedAt": created, "CreatedBy": created_by, "CreatedSince": ago(&created), "ID": id, "Size": size_s})
+            )?;
+            continue;
+        }
+        rows.push(vec![id, when, created_by, size_s, comment]);
+    }
+    if !a.quiet && a.format == "table" {
+        table(&mut out, &rows)?;
+    }
+    Ok(0)
+}
+
+pub fn tag(cli: &Cli, a: &TagArgs) -> Result<i32> {
+    let target = Reference::parse_tagged(&a.target)?;
+    if target.digest.is_some() {
+        bail!(
+            "refusing to create a tag with a digest reference: {}",
+            a.target
+        );
+    }
+    let engine = cli.engine()?;
+    let rec = engine.images().resolve(&a.source)?;
+    engine.images().tag(&rec.id, &target)?;
+    Ok(0)
+}
+
+pub fn rmi(cli: &Cli, a: &RmiArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let mut code = 0;
+    for img in &a.images {
+        match engine.remove_image(img, a.force) {
+            Ok(r) => {
+                for l in r.lines {
+                    println!("{l}");
+                }
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn inspect_images(cli: &Cli, names: &[String]) -> Result<i32> {
+    let engine = cli.engine()?;
+    let mut out = Vec::new();
+    let mut code = 0;
+    for n in names {
+        match image_json(&engine, n) {
+            Ok(j) => out.push(j),
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                code = 1;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(code)
+}
+
+pub fn image_json(engine: &strata::engine::Engine, name: &str) -> Result<serde_json::Value> {
+    let rec = engine.images().resolve(name)?;
+    let (_, cfg) = engine.images().config(&rec.id)?;
+    let mut graph = serde_json::Map::new();
+    if let Some(top) = &rec.top_layer {
+        if let Some(l) = engine.layers().get(top)? {
+            for (k, v) in engine.driver.metadata(&l.cache_id) {
+                graph.insert(k, json!(v));
+            }
+        }
+    }
+    Ok(json!({
+        "Id": rec.id.to_string(),
+        "RepoTags": rec.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
+        "RepoDigests": rec.digests.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
+        "Parent": "",
+        "Comment": cfg.comment.clone().unwrap_or_default(),
+        "Created": cfg.created.clone().unwrap_or_default(),
+        "DockerVersion": cfg.docker_version.clone().unwrap_or_default(),
+        "Author": cfg.author.clone().unwrap_or_default(),
+        "Config": cfg.config.clone().unwrap_or(serde_json::Value::Null),
+        "Architecture": cfg.architecture,
+        "Os": cfg.os,
+        "Size": rec.size,
+        "VirtualSize": rec.size,
+        "GraphDriver": {"Data": if graph.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(graph) }, "Name": engine.driver.name()},
+        "RootFS": {"Type": "layers", "Layers": cfg.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
+        "Metadata": {"LastTagTime": rec.last_tag.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())},
+    }))
+}
+
+pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
+    if !a.force {
+        let what = if a.all {
+            "all images without at least one container associated to them"
+        } else {
+            "all dangling images"
+        };
+        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let engine = cli.engine()?;
+    let (lines, freed) = engine.prune_images(a.all)?;
+    if !lines.is_empty() {
+        println!("Deleted Images:");
+        for l in lines {
+            println!("{l}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(freed));
+    Ok(0)
+}

@@ -1,0 +1,113 @@
+//! Command-line parsing and dispatch: one file per command group.
+
+mod container;
+mod format;
+mod image;
+mod system;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use strata::engine::Engine;
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "A container image and storage engine",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Store root directory
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_ROOT",
+        default_value = "/var/lib/strata"
+    )]
+    root: PathBuf,
+    /// Storage driver: overlay or vfs (default: overlay where the filesystem supports it)
+    #[arg(
+        long = "storage-driver",
+        short = 's',
+        global = true,
+        env = "STRATA_STORAGE_DRIVER"
+    )]
+    storage_driver: Option<String>,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Load(image::LoadArgs),
+    Save(image::SaveArgs),
+    Import(image::ImportArgs),
+    Images(image::ImagesArgs),
+    History(image::HistoryArgs),
+    Tag(image::TagArgs),
+    Rmi(image::RmiArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(image::ImageCmd),
+    Create(container::CreateArgs),
+    Mount(container::MountArgs),
+    Umount(container::UmountArgs),
+    Export(container::ExportArgs),
+    Rm(container::RmArgs),
+    Ps(container::PsArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(container::ContainerCmd),
+    Inspect(system::InspectArgs),
+    Info(system::InfoArgs),
+    /// Manage the store
+    #[command(subcommand)]
+    System(system::SystemCmd),
+}
+
+impl Cli {
+    fn engine(&self) -> Result<Engine> {
+        Ok(Engine::open(&self.root, self.storage_driver.as_deref())?)
+    }
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the object and the reason. A closed stdout (`| head`) is not an error.
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return 0;
+            }
+            eprintln!("Error: {}", format!("{e:#}").replace('\n', " "));
+            1
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<i32> {
+    match &cli.cmd {
+        Command::Load(a) => image::load(cli, a),
+        Command::Save(a) => image::save(cli, a),
+        Command::Import(a) => image::import(cli, a),
+        Command::Images(a) => image::images(cli, a),
+        Command::History(a) => image::history(cli, a),
+        Command::Tag(a) => image::tag(cli, a),
+        Command::Rmi(a) => image::rmi(cli, a),
+        Command::Image(c) => image::image_cmd(cli, c),
+        Command::Create(a) => container::create(cli, a),
+        Command::Mount(a) => container::mount(cli, a),
+        Command::Umount(a) => container::umount(cli, a),
+        Command::Export(a) => container::export(cli, a),
+        Command::Rm(a) => container::rm(cli, a),
+        Command::Ps(a) => container::ps(cli, a),
+        Command::Container(c) => container::container_cmd(cli, c),
+        Command::Inspect(a) => system::inspect(cli, a),
+        Command::Info(a) => system::info(cli, a),
+        Command::System(c) => system::system_cmd(cli, c),
+    }
+}

@@ -1,0 +1,119 @@
+//! Store-wide commands: info, inspect (containers or images), system fsck.
+
+use super::Cli;
+use super::format::human_size;
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+
+/// Display detailed information on containers or images
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Return JSON for the given type only: container or image
+    #[arg(long = "type")]
+    kind: Option<String>,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// Display system-wide information
+#[derive(Args)]
+pub struct InfoArgs {
+    /// Output format: json for the storage driver status pairs
+    #[arg(short, long)]
+    format: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum SystemCmd {
+    /// Verify every blob and layer against its content address
+    Fsck,
+    Info(InfoArgs),
+}
+
+pub fn system_cmd(cli: &Cli, c: &SystemCmd) -> Result<i32> {
+    match c {
+        SystemCmd::Fsck => fsck(cli),
+        SystemCmd::Info(a) => info(cli, a),
+    }
+}
+
+pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let mut out = Vec::new();
+    let mut code = 0;
+    for n in &a.names {
+        let container = if a.kind.as_deref() != Some("image") {
+            engine.containers().get(n).ok()
+        } else {
+            None
+        };
+        if let Some(c) = container {
+            out.push(super::container::container_json(&engine, &c));
+            continue;
+        }
+        if a.kind.as_deref() == Some("container") {
+            eprintln!("Error: No such container: {n}");
+            code = 1;
+            continue;
+        }
+        match super::image::image_json(&engine, n) {
+            Ok(j) => out.push(j),
+            Err(_) => {
+                eprintln!("Error: No such object: {n}");
+                code = 1;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(code)
+}
+
+pub fn info(cli: &Cli, a: &InfoArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let status = engine.driver.status();
+    if let Some(f) = &a.format {
+        if f.contains("DriverStatus") || f == "json" {
+            println!("{}", serde_json::to_string(&status)?);
+            return Ok(0);
+        }
+        bail!("unsupported --format {f:?} (supported: json, '{{{{json .DriverStatus}}}}')");
+    }
+    let containers = engine.containers().list()?;
+    let running = containers.iter().filter(|c| c.state == "running").count();
+    let images = engine.images().list()?.len();
+    let layers = engine.layers().list()?.len();
+    println!("Server:");
+    println!(" Containers: {}", containers.len());
+    println!("  Running: {running}");
+    println!("  Paused: 0");
+    println!("  Stopped: {}", containers.len() - running);
+    println!(" Images: {images}");
+    println!(" Storage Driver: {}", engine.driver.name());
+    for (k, v) in &status {
+        println!("  {k}: {v}");
+    }
+    println!("  Layers: {layers}");
+    println!(" Strata Root Dir: {}", engine.root.display());
+    Ok(0)
+}
+
+pub fn fsck(cli: &Cli) -> Result<i32> {
+    let engine = cli.engine()?;
+    let t = std::time::Instant::now();
+    let r = engine.fsck()?;
+    let secs = t.elapsed().as_secs_f64();
+    for p in &r.problems {
+        println!("ERROR {p}");
+    }
+    println!(
+        "checked {} images, {} blobs, {} layers; hashed {} in {:.2}s ({:.0} MB/s); {} problem(s)",
+        r.images,
+        r.blobs,
+        r.layers,
+        human_size(r.bytes_hashed),
+        secs,
+        r.bytes_hashed as f64 / 1e6 / secs.max(1e-9),
+        r.problems.len()
+    );
+    Ok(if r.problems.is_empty() { 0 } else { 1 })
+}
