@@ -1147,3 +1147,412 @@ enum XattrTarget<'a> {
     /// (parent dir, name, is a symlink)
     At(BorrowedFd<'a>, &'a [u8], bool),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    fn is_unsafe<T: std::fmt::Debug>(r: Result<T, ArchiveError>) {
+        match r {
+            Err(ArchiveError::Unsafe { .. }) => {}
+            other => panic!("expected Unsafe, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dotdot_escape_rejected() {
+        for name in ["../outside/x", "a/../../outside/x", "a/.."] {
+            let s = Sandbox::new();
+            let mut t = Vec::new();
+            file(&mut t, name, b"pwned");
+            end(&mut t);
+            is_unsafe(s.apply(&t, WhiteoutFormat::Overlay));
+            s.assert_outside_untouched();
+            assert!(!exists(&s.root.join("x")));
+        }
+    }
+
+    #[test]
+    fn absolute_path_is_contained() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        let abs = format!("{}/x", s.outside_str());
+        file(&mut t, &abs, b"data");
+        file(&mut t, "/top", b"top");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        s.assert_outside_untouched();
+        assert_eq!(fs::read(s.root.join(abs.trim_start_matches('/'))).unwrap(), b"data");
+        assert_eq!(fs::read(s.root.join("top")).unwrap(), b"top");
+    }
+
+    #[test]
+    fn symlink_then_write_absolute() {
+        // The symlink points at the real "outside" directory: writing through it must land
+        // inside the root (here: fail, since root has no such directory).
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        symlink(&mut t, "a", &s.outside_str());
+        file(&mut t, "a/secret", b"pwned");
+        file(&mut t, "a/new", b"pwned");
+        end(&mut t);
+        assert!(s.apply(&t, WhiteoutFormat::Overlay).is_err());
+        s.assert_outside_untouched();
+
+        // With the target present inside the root, the write lands there.
+        let s = Sandbox::new();
+        let host_passwd = fs::read("/etc/passwd").ok();
+        let mut t = Vec::new();
+        dir(&mut t, "etc/");
+        symlink(&mut t, "a", "/etc");
+        file(&mut t, "a/passwd", b"root::0:0::/:/bin/sh\n");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Apply).unwrap();
+        assert_eq!(fs::read(s.root.join("etc/passwd")).unwrap(), b"root::0:0::/:/bin/sh\n");
+        assert_eq!(fs::read("/etc/passwd").ok(), host_passwd);
+        assert!(fs::symlink_metadata(s.root.join("a")).unwrap().file_type().is_symlink());
+        s.assert_outside_untouched();
+    }
+
+    #[test]
+    fn symlink_then_write_relative() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        dir(&mut t, "outside/");
+        dir(&mut t, "d/");
+        symlink(&mut t, "d/up", "../../../../../outside");
+        file(&mut t, "d/up/secret", b"pwned");
+        file(&mut t, "d/up/x", b"pwned");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        s.assert_outside_untouched();
+        assert_eq!(fs::read(s.root.join("outside/secret")).unwrap(), b"pwned");
+        assert_eq!(fs::read(s.root.join("outside/x")).unwrap(), b"pwned");
+    }
+
+    #[test]
+    fn symlink_final_component_is_replaced_not_followed() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        symlink(&mut t, "f", &format!("{}/secret", s.outside_str()));
+        file(&mut t, "f", b"pwned");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        s.assert_outside_untouched();
+        assert_eq!(fs::read(s.root.join("f")).unwrap(), b"pwned");
+    }
+
+    #[test]
+    fn hardlink_dotdot_rejected() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        hardlink(&mut t, "x", "../outside/secret");
+        end(&mut t);
+        is_unsafe(s.apply(&t, WhiteoutFormat::Overlay));
+        s.assert_outside_untouched();
+        assert!(!exists(&s.root.join("x")));
+    }
+
+    #[test]
+    fn hardlink_absolute_is_contained() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        hardlink(&mut t, "x", &format!("{}/secret", s.outside_str()));
+        end(&mut t);
+        assert!(matches!(s.apply(&t, WhiteoutFormat::Overlay), Err(ArchiveError::Io { .. })));
+        s.assert_outside_untouched();
+        assert!(!exists(&s.root.join("x")));
+
+        // An absolute target that exists inside the root is linked.
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        file(&mut t, "f", b"hello");
+        hardlink(&mut t, "x", "/f");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        assert_eq!(fs::metadata(s.root.join("x")).unwrap().ino(), fs::metadata(s.root.join("f")).unwrap().ino());
+    }
+
+    #[test]
+    fn hardlink_through_symlinked_dir_is_contained() {
+        for target in [String::new(), "../../../..".to_string()] {
+            let s = Sandbox::new();
+            let target = if target.is_empty() { s.outside_str() } else { format!("{target}{}", s.outside_str()) };
+            let mut t = Vec::new();
+            symlink(&mut t, "l", &target);
+            hardlink(&mut t, "x", "l/secret");
+            end(&mut t);
+            assert!(s.apply(&t, WhiteoutFormat::Apply).is_err());
+            s.assert_outside_untouched();
+            assert!(!exists(&s.root.join("x")));
+        }
+    }
+
+    #[test]
+    fn whiteout_escape_rejected() {
+        for name in ["../.wh.secret", "a/../../.wh.secret", "../outside/.wh.secret", ".wh..."] {
+            for f in [WhiteoutFormat::Overlay, WhiteoutFormat::Apply] {
+                let s = Sandbox::new();
+                let mut t = Vec::new();
+                file(&mut t, name, b"");
+                end(&mut t);
+                is_unsafe(s.apply(&t, f));
+                s.assert_outside_untouched();
+            }
+        }
+    }
+
+    #[test]
+    fn nul_in_name_rejected() {
+        let s = Sandbox::new();
+        // In the ustar name field, hidden after a NUL.
+        let mut t = Vec::new();
+        push(&mut t, hdr(b"a\0/../../outside/x", b'0', 1, b""), b"x");
+        end(&mut t);
+        is_unsafe(s.apply(&t, WhiteoutFormat::Overlay));
+        // In a GNU long name.
+        let mut t = Vec::new();
+        let long = b"a\0b\0";
+        push(&mut t, hdr(b"././@LongLink", b'L', long.len() as u64, b""), long);
+        push(&mut t, hdr(b"a", b'0', 1, b""), b"x");
+        end(&mut t);
+        is_unsafe(s.apply(&t, WhiteoutFormat::Overlay));
+        // In a PAX path.
+        let mut t = Vec::new();
+        push_pax(&mut t, &[("path", b"a\0b")]);
+        push(&mut t, hdr(b"a", b'0', 1, b""), b"x");
+        end(&mut t);
+        is_unsafe(s.apply(&t, WhiteoutFormat::Overlay));
+        s.assert_outside_untouched();
+        assert!(fs::read_dir(&s.root).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn device_node_created_inside_root_only() {
+        let s = Sandbox::new();
+        let name = format!("strata-test-dev-{}", std::process::id());
+        let mut t = Vec::new();
+        dir(&mut t, "dev/");
+        symlink(&mut t, "d", "/dev");
+        let mut h = hdr(format!("d/{name}").as_bytes(), b'3', 0, b"");
+        h[329..337].copy_from_slice(b"0000001\0");
+        h[337..345].copy_from_slice(b"0000003\0");
+        checksum(&mut h);
+        push(&mut t, h, b"");
+        let mut h = hdr(b"blk", b'4', 0, b"");
+        h[329..337].copy_from_slice(b"0000007\0");
+        h[337..345].copy_from_slice(b"0000002\0");
+        checksum(&mut h);
+        push(&mut t, h, b"");
+        push(&mut t, hdr(b"fifo", b'6', 0, b""), b"");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        assert!(!exists(&Path::new("/dev").join(&name)));
+        let m = fs::symlink_metadata(s.root.join("dev").join(&name)).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!((rfs::major(m.rdev()), rfs::minor(m.rdev())), (1, 3));
+        assert_eq!(m.permissions().mode() & 0o7777, 0o644);
+        let m = fs::symlink_metadata(s.root.join("blk")).unwrap();
+        assert!(m.file_type().is_block_device());
+        assert_eq!((rfs::major(m.rdev()), rfs::minor(m.rdev())), (7, 2));
+        assert!(fs::symlink_metadata(s.root.join("fifo")).unwrap().file_type().is_fifo());
+        s.assert_outside_untouched();
+    }
+
+    #[test]
+    fn truncated_stream() {
+        let mut t = Vec::new();
+        dir(&mut t, "d/");
+        file(&mut t, "d/f", &[7u8; 2000]);
+        end(&mut t);
+        for cut in [300, 512 + 100, 1024 + 1000, 1024 + 2000, 1024 + 2048 - 1] {
+            let s = Sandbox::new();
+            let r = s.apply(&t[..cut], WhiteoutFormat::Overlay);
+            assert!(matches!(r, Err(ArchiveError::Truncated)), "cut {cut}: {r:?}");
+        }
+        // A PAX header with nothing after it.
+        let mut t = Vec::new();
+        push_pax(&mut t, &[("path", b"x")]);
+        let s = Sandbox::new();
+        assert!(matches!(s.apply(&t, WhiteoutFormat::Overlay), Err(ArchiveError::Truncated)));
+    }
+
+    #[test]
+    fn bad_checksum() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        let mut h = hdr(b"f", b'0', 1, b"");
+        h[0] = b'g';
+        push(&mut t, h, b"x");
+        end(&mut t);
+        assert!(matches!(s.apply(&t, WhiteoutFormat::Overlay), Err(ArchiveError::Malformed(_))));
+        assert!(!exists(&s.root.join("g")));
+    }
+
+    #[test]
+    fn sparse_unsupported() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        push(&mut t, hdr(b"f", b'S', 0, b""), b"");
+        end(&mut t);
+        assert!(matches!(s.apply(&t, WhiteoutFormat::Overlay), Err(ArchiveError::Malformed(_))));
+    }
+
+    #[test]
+    fn whiteouts_overlay() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        dir(&mut t, "a/");
+        file(&mut t, "a/.wh..wh..opq", b"");
+        file(&mut t, "a/keep", b"k");
+        file(&mut t, ".wh.gone", b"");
+        file(&mut t, "b/.wh.deep", b"");
+        file(&mut t, ".wh..wh.plnk", b"");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        for p in ["gone", "b/deep"] {
+            let m = fs::symlink_metadata(s.root.join(p)).unwrap();
+            assert!(m.file_type().is_char_device(), "{p}");
+            assert_eq!(m.rdev(), 0);
+        }
+        let v = getx(&s.root.join("a"), OVERLAY_OPAQUE_XATTR).unwrap();
+        assert_eq!(v, b"y");
+        assert!(!exists(&s.root.join(".wh..wh.plnk")));
+        assert!(!exists(&s.root.join("a/.wh..wh..opq")));
+        assert!(!exists(&s.root.join(".wh.gone")));
+    }
+
+    #[test]
+    fn whiteouts_apply() {
+        let s = Sandbox::new();
+        let r = &s.root;
+        fs::create_dir_all(r.join("b/sub")).unwrap();
+        fs::write(r.join("b/sub/f"), b"").unwrap();
+        fs::write(r.join("c"), b"").unwrap();
+        fs::create_dir_all(r.join("d/sub")).unwrap();
+        fs::write(r.join("d/old"), b"").unwrap();
+        fs::write(r.join("d/sub/old"), b"").unwrap();
+        fs::create_dir_all(r.join("e/kept")).unwrap();
+        fs::write(r.join("e/old"), b"").unwrap();
+        fs::write(r.join("e/kept/old"), b"").unwrap();
+        fs::write(r.join("e/kept/k2"), b"").unwrap();
+        std::os::unix::fs::symlink(&s.outside, r.join("lnk")).unwrap();
+        let mut t = Vec::new();
+        file(&mut t, ".wh.b", b"");
+        file(&mut t, ".wh.c", b"");
+        file(&mut t, ".wh.missing", b"");
+        file(&mut t, "nodir/.wh.x", b"");
+        file(&mut t, "lnk/.wh.secret", b"");
+        // Opaque marker right after the directory, before its children.
+        dir(&mut t, "d/");
+        file(&mut t, "d/.wh..wh..opq", b"");
+        file(&mut t, "d/new", b"n");
+        // Opaque marker after the children.
+        dir(&mut t, "e/");
+        file(&mut t, "e/new", b"n");
+        file(&mut t, "e/kept/k2", b"n");
+        file(&mut t, "e/.wh..wh..opq", b"");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Apply).unwrap();
+        s.assert_outside_untouched();
+        for gone in ["b", "c", "d/old", "d/sub", "e/old", "e/kept/old", "nodir"] {
+            assert!(!exists(&r.join(gone)), "{gone}");
+        }
+        for kept in ["d/new", "e/new", "e/kept/k2", "lnk"] {
+            assert!(exists(&r.join(kept)), "{kept}");
+        }
+        assert!(getx(&r.join("d"), OVERLAY_OPAQUE_XATTR).is_err());
+    }
+
+    #[test]
+    fn dir_xattrs_survive_and_overlay_xattrs_dropped() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        push_pax(&mut t, &[("SCHILY.xattr.user.dir", b"dv"), ("SCHILY.xattr.trusted.overlay.opaque", b"y")]);
+        dir(&mut t, "d/");
+        file(&mut t, "d/child", b"c");
+        push_pax(&mut t, &[("SCHILY.xattr.user.file", b"\0bin\xff"), ("SCHILY.xattr.trusted.overlay.redirect", b"/x")]);
+        file(&mut t, "d/f", b"f");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        assert_eq!(getx(&s.root.join("d"), "user.dir").unwrap(), b"dv");
+        assert!(getx(&s.root.join("d"), OVERLAY_OPAQUE_XATTR).is_err());
+        assert_eq!(getx(&s.root.join("d/f"), "user.file").unwrap(), b"\0bin\xff");
+        assert!(getx(&s.root.join("d/f"), "trusted.overlay.redirect").is_err());
+    }
+
+    #[test]
+    fn ownership_mode_mtime_applied() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        let mut h = hdr(b"d/", b'5', 0, b"");
+        h[100..108].copy_from_slice(b"0001750\0");
+        h[108..116].copy_from_slice(b"0000042\0");
+        h[136..148].copy_from_slice(b"01000000000\0");
+        checksum(&mut h);
+        push(&mut t, h, b"");
+        push_pax(&mut t, &[("mtime", b"1234567890.123456789"), ("uid", b"3000000000")]);
+        let mut h = hdr(b"d/suid", b'0', 3, b"");
+        h[100..108].copy_from_slice(b"0004755\0");
+        h[116..124].copy_from_slice(b"0001234\0");
+        checksum(&mut h);
+        push(&mut t, h, b"abc");
+        // base-256 uid
+        let mut h = hdr(b"d/l", b'2', 0, b"suid");
+        h[108..116].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0x01, 0x00]);
+        checksum(&mut h);
+        push(&mut t, h, b"");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        let m = fs::symlink_metadata(s.root.join("d/suid")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o4755);
+        assert_eq!((m.uid(), m.gid()), (3_000_000_000, 0o1234));
+        assert_eq!((m.mtime(), m.mtime_nsec()), (1_234_567_890, 123_456_789));
+        let m = fs::symlink_metadata(s.root.join("d")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o1750);
+        assert_eq!(m.uid(), 0o42);
+        assert_eq!(m.mtime(), 0o1000000000, "dir mtime restored after its children");
+        let m = fs::symlink_metadata(s.root.join("d/l")).unwrap();
+        assert_eq!(m.uid(), 256);
+        assert_eq!(m.mtime(), 1_600_000_000);
+    }
+
+    #[test]
+    fn diff_id_is_sha256_of_whole_stream() {
+        let s = Sandbox::new();
+        let mut t = Vec::new();
+        file(&mut t, "a", b"hello");
+        file(&mut t, "b", &[1u8; 3000]);
+        symlink(&mut t, "c", "a");
+        end(&mut t);
+        t.extend_from_slice(&[0u8; 2048]);
+        t.extend_from_slice(b"trailing garbage");
+        let (a, _) = s.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        assert_eq!(a.diff_id, crate::digest::Digest::of(&t));
+        assert_eq!(a.tar_bytes, t.len() as u64);
+        assert_eq!(a.size, 3005);
+    }
+
+    #[test]
+    fn existing_entries_replaced() {
+        let s = Sandbox::new();
+        fs::create_dir(s.root.join("wasdir")).unwrap();
+        fs::write(s.root.join("wasdir/x"), b"").unwrap();
+        fs::write(s.root.join("wasfile"), b"").unwrap();
+        fs::create_dir(s.root.join("keepdir")).unwrap();
+        fs::write(s.root.join("keepdir/x"), b"").unwrap();
+        let mut t = Vec::new();
+        file(&mut t, "wasdir", b"now a file");
+        dir(&mut t, "wasfile/");
+        dir(&mut t, "keepdir/");
+        end(&mut t);
+        s.apply(&t, WhiteoutFormat::Apply).unwrap();
+        assert_eq!(fs::read(s.root.join("wasdir")).unwrap(), b"now a file");
+        assert!(fs::metadata(s.root.join("wasfile")).unwrap().is_dir());
+        assert!(exists(&s.root.join("keepdir/x")));
+        assert_eq!(fs::metadata(s.root.join("keepdir")).unwrap().permissions().mode() & 0o777, 0o755);
+    }
+}

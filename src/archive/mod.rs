@@ -10,6 +10,9 @@ pub mod extract;
 pub mod tarsplit;
 pub mod write;
 
+#[cfg(test)]
+mod testutil;
+
 use crate::digest::Digest;
 use std::path::PathBuf;
 

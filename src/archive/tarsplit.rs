@@ -389,3 +389,153 @@ impl<W: Write> Write for CountingWriter<W> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::*;
+    use crate::digest::Digest;
+    use std::fs;
+
+    fn gnu(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(1000);
+        h.set_gid(1000);
+        h.set_mtime(1_700_000_000);
+        h
+    }
+
+    /// A tar with many shapes, built with the tar crate plus hand-made parts.
+    fn shapes() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let long_dir = format!("{}/", "d".repeat(120));
+        let long_file = format!("{long_dir}{}", "f".repeat(150));
+        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o755), "etc/", std::io::empty()).unwrap();
+        for (i, size) in [0usize, 1, 511, 512, 513, 100_000].into_iter().enumerate() {
+            let data: Vec<u8> = (0..size).map(|j| (i * 7 + j) as u8).collect();
+            b.append_data(&mut gnu(tar::EntryType::Regular, size as u64, 0o644), format!("etc/f{i}"), &data[..]).unwrap();
+        }
+        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o700), &long_dir, std::io::empty()).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 5, 0o600), &long_file, &b"long!"[..]).unwrap();
+        b.append_pax_extensions([("SCHILY.xattr.user.a", &b"1"[..]), ("SCHILY.xattr.user.b", &b"two"[..])]).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o755), "x/", std::io::empty()).unwrap();
+        b.append_pax_extensions([("SCHILY.xattr.user.c", &b"3"[..]), ("mtime", &b"1700000000.5"[..])]).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 3, 0o644), "x/attr", &b"xyz"[..]).unwrap();
+        b.append_link(&mut gnu(tar::EntryType::Link, 0, 0o644), "x/hard", "etc/f3").unwrap();
+        b.append_link(&mut gnu(tar::EntryType::Link, 0, 0o600), "x/hardlong", &long_file).unwrap();
+        b.append_link(&mut gnu(tar::EntryType::Symlink, 0, 0o777), "x/sym", "../etc/f1").unwrap();
+        b.append_link(&mut gnu(tar::EntryType::Symlink, 0, 0o777), "x/symlong", "t".repeat(200)).unwrap();
+        b.append_link(&mut gnu(tar::EntryType::Symlink, 0, 0o777), "x/dirlink", "/etc").unwrap();
+        // Duplicates: the first content is replaced by the second.
+        b.append_data(&mut gnu(tar::EntryType::Regular, 5, 0o644), "dup", &b"first"[..]).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 6, 0o644), "dup", &b"second"[..]).unwrap();
+        // Written through a symlinked directory, then overwritten by its real path.
+        b.append_data(&mut gnu(tar::EntryType::Regular, 3, 0o644), "x/dirlink/via", &b"via"[..]).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 4, 0o644), "etc/via", &b"real"[..]).unwrap();
+        // A file removed by a whiteout later in the same tar.
+        b.append_data(&mut gnu(tar::EntryType::Regular, 4, 0o644), "wh", &b"gone"[..]).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 0, 0o644), ".wh.wh", std::io::empty()).unwrap();
+        // A directory with files, replaced by a file; a file replaced by a directory.
+        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o755), "tree/", std::io::empty()).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 4, 0o644), "tree/leaf", &b"leaf"[..]).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 4, 0o644), "tree", &b"file"[..]).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 4, 0o644), "todir", &b"file"[..]).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o755), "todir/", std::io::empty()).unwrap();
+        // Opaque directory (files before and after the marker) and a whiteout in a subdir.
+        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o755), "op/", std::io::empty()).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 1, 0o644), "op/before", &b"b"[..]).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 0, 0o644), "op/.wh..wh..opq", std::io::empty()).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 1, 0o644), "op/after", &b"a"[..]).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 0, 0o644), "op/.wh.before", std::io::empty()).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Fifo, 0, 0o644), "fifo", std::io::empty()).unwrap();
+        b.append_data(&mut gnu(tar::EntryType::Regular, 2, 0o644), "./dot/slash", &b"ds"[..]).unwrap();
+        let mut t = b.into_inner().unwrap();
+        t.truncate(t.len() - 1024); // into_inner wrote the end-of-archive blocks
+        // Hand-made: a PAX path longer than 100 bytes, a ustar prefix, a global header.
+        push_pax(&mut t, &[("path", format!("pax/{}", "p".repeat(200)).as_bytes())]);
+        push(&mut t, hdr(b"ignored", b'0', 3, b""), b"pax");
+        let mut h = hdr(b"name", b'0', 2, b"");
+        h[345..351].copy_from_slice(b"prefix");
+        checksum(&mut h);
+        push(&mut t, h, b"pr");
+        let g = pax_record("comment", b"global");
+        push(&mut t, hdr(b"global", b'g', g.len() as u64, b""), &g);
+        // End of archive plus extra zero blocks and trailing bytes.
+        end(&mut t);
+        t.extend_from_slice(&[0u8; 512 * 3]);
+        t.extend_from_slice(b"trailing bytes that are not a block");
+        t
+    }
+
+    fn roundtrip(s: &Sandbox, t: &[u8], f: WhiteoutFormat) {
+        let (a, split) = s.apply(t, f).unwrap();
+        assert_eq!(a.diff_id, Digest::of(t));
+        let mut out = Vec::new();
+        let n = reassemble(&s.root, &split[..], &mut out).unwrap();
+        assert_eq!(n, t.len() as u64);
+        assert_eq!(Digest::of(&out), a.diff_id);
+        assert!(out == t, "reassembled bytes differ");
+    }
+
+    #[test]
+    fn reassemble_shapes_both_formats() {
+        let t = shapes();
+        for f in [WhiteoutFormat::Overlay, WhiteoutFormat::Apply] {
+            let s = Sandbox::new();
+            roundtrip(&s, &t, f);
+            assert_eq!(fs::read(s.root.join("dup")).unwrap(), b"second");
+            assert_eq!(fs::read(s.root.join("etc/via")).unwrap(), b"real");
+            assert_eq!(fs::read(s.root.join("tree")).unwrap(), b"file");
+            assert!(fs::metadata(s.root.join("todir")).unwrap().is_dir());
+            assert_eq!(fs::read(s.root.join(format!("pax/{}", "p".repeat(200)))).unwrap(), b"pax");
+            assert_eq!(fs::read(s.root.join("prefix/name")).unwrap(), b"pr");
+            assert_eq!(fs::read(s.root.join("dot/slash")).unwrap(), b"ds");
+            assert_eq!(getx(&s.root.join("x"), "user.b").unwrap(), b"two");
+        }
+    }
+
+    #[test]
+    fn reassemble_onto_populated_root() {
+        let t = shapes();
+        let s = Sandbox::new();
+        fs::create_dir_all(s.root.join("op/old")).unwrap();
+        fs::write(s.root.join("op/old/f"), b"old").unwrap();
+        fs::write(s.root.join("dup"), b"parent").unwrap();
+        fs::create_dir_all(s.root.join("wh/sub")).unwrap();
+        roundtrip(&s, &t, WhiteoutFormat::Apply);
+        assert!(!exists(&s.root.join("op/old")));
+        assert!(!exists(&s.root.join("op/before")));
+        assert!(exists(&s.root.join("op/after")));
+    }
+
+    #[test]
+    fn reassemble_minimal_and_empty() {
+        for t in [Vec::new(), vec![0u8; 1024], vec![0u8; 10240]] {
+            let s = Sandbox::new();
+            roundtrip(&s, &t, WhiteoutFormat::Overlay);
+        }
+        let mut t = Vec::new();
+        file(&mut t, "a", b"x");
+        // No end-of-archive blocks at all.
+        let s = Sandbox::new();
+        roundtrip(&s, &t, WhiteoutFormat::Overlay);
+    }
+
+    #[test]
+    fn reassemble_detects_changed_file() {
+        let mut t = Vec::new();
+        file(&mut t, "a", b"hello");
+        end(&mut t);
+        let s = Sandbox::new();
+        let (_, split) = s.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        fs::write(s.root.join("a"), b"hello!").unwrap();
+        assert!(matches!(reassemble(&s.root, &split[..], &mut Vec::new()), Err(ArchiveError::SplitMismatch(_))));
+        fs::remove_file(s.root.join("a")).unwrap();
+        std::os::unix::fs::symlink(s.outside.join("secret"), s.root.join("a")).unwrap();
+        assert!(matches!(reassemble(&s.root, &split[..], &mut Vec::new()), Err(ArchiveError::SplitMismatch(_))));
+        assert!(matches!(reassemble(&s.root, &split[..split.len() / 2], &mut Vec::new()), Err(_)));
+    }
+}

@@ -1,0 +1,248 @@
+//! Shared helpers for the integration tests: a throwaway store root per test, the real
+//! `strata` binary, and builders for layer tars and docker-save / OCI archives.
+#![allow(dead_code)]
+
+use sha2::{Digest as _, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// A store root under /var/tmp (a real disk filesystem; overlay needs one), removed on drop
+/// after unmounting anything left mounted inside it.
+pub struct Store {
+    pub root: PathBuf,
+    pub driver: &'static str,
+    _dir: tempfile::TempDir,
+}
+
+impl Store {
+    pub fn new(driver: &'static str) -> Store {
+        std::fs::create_dir_all("/var/tmp/strata-tests").unwrap();
+        let dir = tempfile::Builder::new().prefix("t-").tempdir_in("/var/tmp/strata-tests").unwrap();
+        Store { root: dir.path().join("root"), driver, _dir: dir }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.arg("--root").arg(&self.root).arg("--storage-driver").arg(self.driver).args(args);
+        c.env_remove("STRATA_ROOT").env_remove("STRATA_STORAGE_DRIVER");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Run and require success; return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "strata {args:?} failed ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Run and require failure; return stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(!o.status.success(), "strata {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&o.stdout));
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert!(!err.contains("panicked"), "strata {args:?} panicked: {err}");
+        err
+    }
+
+    pub fn load(&self, archive: &Path) -> String {
+        self.ok(&["load", "-i", archive.to_str().unwrap()])
+    }
+
+    pub fn inspect(&self, image: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["image", "inspect", image])).unwrap();
+        v[0].clone()
+    }
+
+    pub fn image_id(&self, image: &str) -> String {
+        self.inspect(image)["Id"].as_str().unwrap().to_string()
+    }
+
+    pub fn fsck_clean(&self) {
+        let out = self.ok(&["system", "fsck"]);
+        assert!(out.contains("0 problem(s)"), "fsck: {out}");
+    }
+
+    /// Bytes on disk under the root (du), to prove sharing by space, not by counting records.
+    pub fn disk_usage(&self) -> u64 {
+        let o = Command::new("du").args(["-s", "-B1", "-x"]).arg(&self.root).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Unmount whatever a failed test left mounted under the root, deepest first.
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let root = self.root.to_string_lossy().to_string();
+            let mut points: Vec<&str> =
+                m.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&root)).collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = Command::new("umount").arg("-l").arg(p).status();
+            }
+        }
+    }
+}
+
+/// Builds an uncompressed layer tar with the `tar` crate, the way image builders write them.
+#[derive(Default)]
+pub struct LayerTar {
+    b: Option<tar::Builder<Vec<u8>>>,
+}
+
+impl LayerTar {
+    pub fn new() -> LayerTar {
+        LayerTar { b: Some(tar::Builder::new(Vec::new())) }
+    }
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    }
+    pub fn dir(mut self, path: &str) -> Self {
+        let mut h = Self::header(tar::EntryType::Directory, 0o755, 0);
+        self.b.as_mut().unwrap().append_data(&mut h, path, std::io::empty()).unwrap();
+        self
+    }
+    pub fn file(mut self, path: &str, data: &[u8]) -> Self {
+        let mut h = Self::header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        self.b.as_mut().unwrap().append_data(&mut h, path, data).unwrap();
+        self
+    }
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.b.as_mut().unwrap().append_link(&mut h, path, target).unwrap();
+        self
+    }
+    pub fn hardlink(mut self, path: &str, target: &str) -> Self {
+        let mut h = Self::header(tar::EntryType::Link, 0o644, 0);
+        self.b.as_mut().unwrap().append_link(&mut h, path, target).unwrap();
+        self
+    }
+    /// Raw header with an arbitrary (possibly hostile) name, bypassing the tar crate's checks.
+    pub fn raw(mut self, name: &[u8], kind: tar::EntryType, link: &[u8], data: &[u8]) -> Self {
+        let mut h = Self::header(kind, 0o644, data.len() as u64);
+        {
+            let g = h.as_gnu_mut().unwrap();
+            g.name[..name.len()].copy_from_slice(name);
+            g.linkname[..link.len()].copy_from_slice(link);
+        }
+        h.set_cksum();
+        let b = self.b.as_mut().unwrap();
+        b.append(&h, data).unwrap();
+        self
+    }
+    pub fn build(mut self) -> Vec<u8> {
+        self.b.take().unwrap().into_inner().unwrap()
+    }
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    ::zstd::encode_all(data, 3).unwrap()
+}
+
+/// An image config for `layers` (uncompressed tars), as `docker build` would write one.
+pub fn config_for(layers: &[Vec<u8>], cmd: &str) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| format!("sha256:{}", sha256_hex(l))).collect();
+    let history: Vec<serde_json::Value> = (0..layers.len())
+        .map(|i| serde_json::json!({"created": "2024-01-01T00:00:00Z", "created_by": format!("/bin/sh -c step {i}")}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+        "config": {"Cmd": [cmd], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    }))
+    .unwrap()
+}
+
+/// A classic `docker save` archive (`<id>/layer.tar`, `<config>.json`, manifest.json).
+/// `blobs` are the layer files as stored (possibly compressed); `config` names the diffIDs.
+pub fn docker_archive(config: &[u8], blobs: &[Vec<u8>], tags: &[&str]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    let cfg_name = format!("{}.json", sha256_hex(config));
+    let mut layer_paths = Vec::new();
+    for (i, blob) in blobs.iter().enumerate() {
+        let p = format!("{:064x}/layer.tar", i + 1);
+        add(&p, blob);
+        layer_paths.push(p);
+    }
+    add(&cfg_name, config);
+    let manifest = serde_json::json!([{"Config": cfg_name, "RepoTags": tags, "Layers": layer_paths}]);
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    b.into_inner().unwrap()
+}
+
+pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// A busybox-static root filesystem (needs busybox-static, installed by scripts/setup.sh).
+pub fn busybox_rootfs(dir: &Path) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::create_dir_all(dir.join("etc")).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed (scripts/setup.sh)");
+    for a in ["sh", "ls", "cat", "echo", "true"] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+}
+
+/// Declare a test that runs once per storage driver.
+#[macro_export]
+macro_rules! both_drivers {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn overlay() {
+                ($body)("overlay")
+            }
+            #[test]
+            fn vfs() {
+                ($body)("vfs")
+            }
+        }
+    };
+}
