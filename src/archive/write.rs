@@ -313,3 +313,162 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    /// A comparable listing of a tree: path, kind, mode, owner, mtime, size/content, target,
+    /// rdev, user./trusted. xattrs, and which earlier path shares the inode.
+    fn listing(root: &Path) -> Vec<String> {
+        fn walk(root: &Path, rel: &Path, out: &mut Vec<String>, inodes: &mut HashMap<u64, String>) {
+            let mut names: Vec<_> = fs::read_dir(root.join(rel)).unwrap().map(|e| e.unwrap().file_name()).collect();
+            names.sort();
+            for n in names {
+                let r = rel.join(&n);
+                let p = root.join(&r);
+                let m = fs::symlink_metadata(&p).unwrap();
+                let rs = r.to_string_lossy().into_owned();
+                let mut xs: Vec<String> = Vec::new();
+                for k in ["user.a", "user.b", "trusted.overlay.opaque"] {
+                    if let Ok(v) = getx(&p, k) {
+                        xs.push(format!("{k}={v:?}"));
+                    }
+                }
+                let link = if !m.is_dir() && m.nlink() > 1 { inodes.entry(m.ino()).or_insert_with(|| rs.clone()).clone() } else { String::new() };
+                let content = if m.is_file() { format!("{:?}", crate::digest::Digest::of(&fs::read(&p).unwrap()).short()) } else { String::new() };
+                let target = fs::read_link(&p).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+                let mtime = if m.file_type().is_symlink() { 0 } else { m.mtime() };
+                out.push(format!(
+                    "{rs} {:o} {}:{} {} {} {content} {target} {} {link} {xs:?}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    mtime,
+                    m.len() * u64::from(m.is_file()),
+                    m.rdev()
+                ));
+                if m.is_dir() {
+                    walk(root, &r, out, inodes);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(root, Path::new(""), &mut out, &mut HashMap::new());
+        out
+    }
+
+    fn set_times(p: &Path, secs: i64) {
+        let ts = rfs::Timestamps {
+            last_access: rfs::Timespec { tv_sec: secs, tv_nsec: 0 },
+            last_modification: rfs::Timespec { tv_sec: secs, tv_nsec: 0 },
+        };
+        rfs::utimensat(rfs::CWD, p, &ts, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    }
+
+    fn build_tree(r: &Path) {
+        let long = "n".repeat(150);
+        fs::create_dir_all(r.join("etc/sub")).unwrap();
+        fs::create_dir_all(r.join(&long).join(&long)).unwrap();
+        fs::write(r.join(&long).join(&long).join("deep"), b"deep").unwrap();
+        fs::write(r.join("etc/passwd"), b"root:x:0:0\n").unwrap();
+        fs::write(r.join("etc/empty"), b"").unwrap();
+        fs::write(r.join("big"), vec![9u8; 300_000]).unwrap();
+        fs::set_permissions(r.join("big"), fs::Permissions::from_mode(0o4755)).unwrap();
+        rfs::chown(&r.join("big"), Some(rfs::Uid::from_raw(3_000_000)), Some(rfs::Gid::from_raw(42))).unwrap();
+        fs::hard_link(r.join("etc/passwd"), r.join("zlink")).unwrap();
+        symlink("etc/passwd", r.join("sym")).unwrap();
+        symlink("t".repeat(180), r.join("symlong")).unwrap();
+        rfs::mknodat(rfs::CWD, &r.join("null"), rfs::FileType::CharacterDevice, Mode::from_raw_mode(0o666), rfs::makedev(1, 3)).unwrap();
+        rfs::mknodat(rfs::CWD, &r.join("fifo"), rfs::FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        rfs::setxattr(&r.join("etc"), "user.a", b"dir-attr", rfs::XattrFlags::empty()).unwrap();
+        rfs::setxattr(&r.join("etc/passwd"), "user.b", b"file\0attr", rfs::XattrFlags::empty()).unwrap();
+        for p in ["etc/passwd", "etc/empty", "big", "null", "fifo", "sym", "etc/sub", "etc", &long] {
+            set_times(&r.join(p), 1_500_000_000);
+        }
+    }
+
+    fn tar_of(dir: &Path, w: Option<WhiteoutFormat>) -> Vec<u8> {
+        let mut out = Vec::new();
+        tar_directory(dir, &mut out, w).unwrap();
+        out
+    }
+
+    #[test]
+    fn tar_directory_roundtrips_through_apply() {
+        let src = Sandbox::new();
+        build_tree(&src.root);
+        let t = tar_of(&src.root, None);
+        assert_eq!(t, tar_of(&src.root, None), "not deterministic");
+
+        let mut a = tar::Archive::new(&t[..]);
+        let names: Vec<(String, tar::EntryType)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path().unwrap().to_string_lossy().into_owned(), e.header().entry_type())
+            })
+            .collect();
+        let first: Vec<&str> = names.iter().take(4).map(|(n, _)| n.as_str()).collect();
+        assert_eq!(first, ["big", "etc/", "etc/empty", "etc/passwd"]);
+        assert!(names.contains(&("zlink".into(), tar::EntryType::Link)));
+        assert!(names.contains(&("null".into(), tar::EntryType::Char)));
+        assert!(names.contains(&("fifo".into(), tar::EntryType::Fifo)));
+
+        let dst = Sandbox::new();
+        dst.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        assert_eq!(listing(&src.root), listing(&dst.root));
+    }
+
+    #[test]
+    fn tar_directory_overlay_whiteouts() {
+        let s = Sandbox::new();
+        let r = &s.root;
+        fs::create_dir(r.join("op")).unwrap();
+        fs::write(r.join("op/kept"), b"k").unwrap();
+        rfs::setxattr(&r.join("op"), OVERLAY_OPAQUE_XATTR, b"y", rfs::XattrFlags::empty()).unwrap();
+        rfs::mknodat(rfs::CWD, &r.join("gone"), rfs::FileType::CharacterDevice, Mode::empty(), 0).unwrap();
+        // overlayfs may share one whiteout inode between several whiteouts.
+        fs::hard_link(r.join("gone"), r.join("gone2")).unwrap();
+        set_times(&r.join("op"), 1_500_000_000);
+
+        let t = tar_of(r, Some(WhiteoutFormat::Overlay));
+        let mut a = tar::Archive::new(&t[..]);
+        let names: Vec<(String, tar::EntryType, u64)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path().unwrap().to_string_lossy().into_owned(), e.header().entry_type(), e.size())
+            })
+            .collect();
+        let want = [
+            (".wh.gone", tar::EntryType::Regular),
+            (".wh.gone2", tar::EntryType::Regular),
+            ("op/", tar::EntryType::Directory),
+            ("op/.wh..wh..opq", tar::EntryType::Regular),
+            ("op/kept", tar::EntryType::Regular),
+        ];
+        let got: Vec<(&str, tar::EntryType)> = names.iter().map(|(n, k, _)| (n.as_str(), *k)).collect();
+        assert_eq!(got, want);
+        // No trusted.overlay xattr is exported.
+        assert!(!t.windows(15).any(|w| w == b"trusted.overlay"));
+
+        // Applying it as an overlay layer gives the same upper directory back.
+        let d = Sandbox::new();
+        d.apply(&t, WhiteoutFormat::Overlay).unwrap();
+        assert_eq!(getx(&d.root.join("op"), OVERLAY_OPAQUE_XATTR).unwrap(), b"y");
+        let m = fs::symlink_metadata(d.root.join("gone")).unwrap();
+        assert_eq!((m.mode() & 0o170000, m.rdev()), (0o020000, 0));
+
+        // Without whiteout conversion the device is written as a device.
+        let t = tar_of(r, None);
+        let mut a = tar::Archive::new(&t[..]);
+        let kinds: Vec<tar::EntryType> = a.entries().unwrap().map(|e| e.unwrap().header().entry_type()).collect();
+        assert_eq!(kinds[0], tar::EntryType::Char);
+    }
+}

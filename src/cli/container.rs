@@ -208,7 +208,7 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<i32> {
         match r {
             Ok(()) => println!("{name}"),
             Err(e) => {
-                eprintln!("Error: {e:#}");
+                eprintln!("Error: {}", super::one_line(&e));
                 code = 1;
             }
         }

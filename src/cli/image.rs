@@ -462,7 +462,7 @@ pub fn inspect_images(cli: &Cli, names: &[String]) -> Result<i32> {
         match image_json(&engine, n) {
             Ok(j) => out.push(j),
             Err(e) => {
-                eprintln!("Error: {e:#}");
+                eprintln!("Error: {}", super::one_line(&e));
                 code = 1;
             }
         }

@@ -83,7 +83,7 @@ pub fn main() -> i32 {
             {
                 return 0;
             }
-            eprintln!("Error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("Error: {}", one_line(&e));
             1
         }
     }
@@ -110,4 +110,21 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Info(a) => system::info(cli, a),
         Command::System(c) => system::system_cmd(cli, c),
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the message before it
+/// already includes (library errors often embed their source in their own message).
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
 }

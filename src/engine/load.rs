@@ -374,7 +374,7 @@ impl Engine {
         }
         let layers = self.layers().ingest_chain(sources).map_err(|e| match e {
             crate::layer::LayerError::DiffIdMismatch { expected, actual } => EngineError::Invalid(format!(
-                "invalid archive: a layer of image {} hashes to {actual}, its config says {expected}",
+                "invalid archive: diffID mismatch in a layer of image {}: the layer hashes to {actual}, its config says {expected}",
                 id.short()
             )),
             e => e.into(),

@@ -74,7 +74,12 @@ impl Engine {
             fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
         }
         let lock_path = root.join("locks/store");
-        let exclusive = LockFile::try_exclusive(&lock_path).map_err(io_err("locking the store"))?;
+        // Hold the store lock before writing anything: a process cleaning up leftovers (it holds
+        // the lock exclusively) must never see our in-flight temp files.
+        let (store_lock, alone) = match LockFile::try_exclusive(&lock_path).map_err(io_err("locking the store"))? {
+            Some(l) => (l, true),
+            None => (LockFile::shared(&lock_path).map_err(io_err("locking the store"))?, false),
+        };
         let meta = Meta::open(&root.join("meta.db"))?;
         let wanted = driver.map(|d| if d == "overlay2" { "overlay" } else { d });
         let recorded = meta.setting("driver")?;
@@ -112,11 +117,6 @@ impl Engine {
         };
         let driver = driver::open(root, &name)?;
         let content = ContentStore::open(&root.join("content"), &root.join("tmp"))?;
-        let alone = exclusive.is_some();
-        let store_lock = match exclusive {
-            Some(l) => l,
-            None => LockFile::shared(&lock_path).map_err(io_err("locking the store"))?,
-        };
         let engine = Engine {
             root: root.to_path_buf(),
             meta,
