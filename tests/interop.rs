@@ -7,7 +7,11 @@ use std::path::Path;
 use std::process::Command;
 
 fn sh(script: &str) -> String {
-    let o = Command::new("bash").arg("-ec").arg(script).output().expect("bash");
+    let o = Command::new("bash")
+        .arg("-ec")
+        .arg(script)
+        .output()
+        .expect("bash");
     assert!(
         o.status.success(),
         "script failed: {script}\n{}{}",
@@ -51,18 +55,38 @@ fn ids_agree_with_umoci_and_skopeo() {
     let layout = umoci_image(work.path());
     let l = layout.display();
     // What umoci recorded: the config digest (= image ID) and the diffIDs.
-    let config_digest = sh(&format!("skopeo inspect --raw oci:{l}:v2 | jq -r .config.digest")).trim().to_string();
-    let diff_ids = sh(&format!("skopeo inspect --config --raw oci:{l}:v2 | jq -c .rootfs.diff_ids")).trim().to_string();
+    let config_digest = sh(&format!(
+        "skopeo inspect --raw oci:{l}:v2 | jq -r .config.digest"
+    ))
+    .trim()
+    .to_string();
+    let diff_ids = sh(&format!(
+        "skopeo inspect --config --raw oci:{l}:v2 | jq -c .rootfs.diff_ids"
+    ))
+    .trim()
+    .to_string();
 
     // 1. A docker-archive written by skopeo.
     let da = work.path().join("docker.tar");
-    sh(&format!("skopeo copy -q oci:{l}:v2 docker-archive:{}:interop/img:v2", da.display()));
-    let skopeo_id = sh(&format!("skopeo inspect --config --raw docker-archive:{} | sha256sum | cut -d' ' -f1", da.display()));
+    sh(&format!(
+        "skopeo copy -q oci:{l}:v2 docker-archive:{}:interop/img:v2",
+        da.display()
+    ));
+    let skopeo_id = sh(&format!(
+        "skopeo inspect --config --raw docker-archive:{} | sha256sum | cut -d' ' -f1",
+        da.display()
+    ));
     assert_eq!(s.load(&da).trim(), "Loaded image: interop/img:v2");
     let info = s.inspect("interop/img:v2");
-    assert_eq!(info["Id"].as_str().unwrap(), format!("sha256:{}", skopeo_id.trim()));
+    assert_eq!(
+        info["Id"].as_str().unwrap(),
+        format!("sha256:{}", skopeo_id.trim())
+    );
     assert_eq!(info["Id"].as_str().unwrap(), config_digest);
-    assert_eq!(serde_json::to_string(&info["RootFS"]["Layers"]).unwrap(), diff_ids);
+    assert_eq!(
+        serde_json::to_string(&info["RootFS"]["Layers"]).unwrap(),
+        diff_ids
+    );
 
     // 2. The OCI layout itself, as a tar (gzip layers, names are bare tags there).
     let oa = work.path().join("oci.tar");
@@ -75,11 +99,24 @@ fn ids_agree_with_umoci_and_skopeo() {
     // 3. strata's own archives, read back by skopeo and umoci.
     let saved = work.path().join("saved-docker.tar");
     s.ok(&["save", "-o", saved.to_str().unwrap(), "interop/img:v2"]);
-    let back = sh(&format!("skopeo inspect --config --raw docker-archive:{} | sha256sum | cut -d' ' -f1", saved.display()));
+    let back = sh(&format!(
+        "skopeo inspect --config --raw docker-archive:{} | sha256sum | cut -d' ' -f1",
+        saved.display()
+    ));
     assert_eq!(format!("sha256:{}", back.trim()), config_digest);
     let saved_oci = work.path().join("saved-oci.tar");
-    s.ok(&["save", "--format", "oci", "-o", saved_oci.to_str().unwrap(), "interop/img:v2"]);
-    let back = sh(&format!("skopeo inspect --raw oci-archive:{}:v2 | jq -r .config.digest", saved_oci.display()));
+    s.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        saved_oci.to_str().unwrap(),
+        "interop/img:v2",
+    ]);
+    let back = sh(&format!(
+        "skopeo inspect --raw oci-archive:{}:v2 | jq -r .config.digest",
+        saved_oci.display()
+    ));
     assert_eq!(back.trim(), config_digest);
     // umoci unpacks it and sees the second layer's changes (deletion and modification).
     let ext = work.path().join("ext");
@@ -90,13 +127,28 @@ fn ids_agree_with_umoci_and_skopeo() {
         o = saved_oci.display(),
         b = bundle.display()
     ));
-    assert_eq!(std::fs::read_to_string(bundle.join("rootfs/etc/passwd")).unwrap(), "changed\n");
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/etc/passwd")).unwrap(),
+        "changed\n"
+    );
     assert!(!bundle.join("rootfs/etc/motd").exists());
-    assert_eq!(std::fs::metadata(bundle.join("rootfs/data/blob")).unwrap().len(), 200_000);
+    assert_eq!(
+        std::fs::metadata(bundle.join("rootfs/data/blob"))
+            .unwrap()
+            .len(),
+        200_000
+    );
     // skopeo copies strata's docker archive with the image ID unchanged (to dir:, which keeps
     // the manifest type; converting to OCI makes skopeo re-serialize the config).
-    sh(&format!("skopeo copy -q docker-archive:{} dir:{}/copy", saved.display(), work.path().display()));
-    let copied = sh(&format!("skopeo inspect --raw dir:{}/copy | jq -r .config.digest", work.path().display()));
+    sh(&format!(
+        "skopeo copy -q docker-archive:{} dir:{}/copy",
+        saved.display(),
+        work.path().display()
+    ));
+    let copied = sh(&format!(
+        "skopeo inspect --raw dir:{}/copy | jq -r .config.digest",
+        work.path().display()
+    ));
     assert_eq!(copied.trim(), config_digest);
     s.fsck_clean();
 }

@@ -11,8 +11,15 @@ fn rejected(s: &Store, archive: &[u8], expect: &str) {
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let p = write_file(work.path(), "bad.tar", archive);
     let err = s.fails(&["load", "-i", p.to_str().unwrap()]);
-    assert_eq!(err.trim().lines().count(), 1, "one-line error expected: {err}");
-    assert!(err.to_lowercase().contains(&expect.to_lowercase()), "expected {expect:?} in: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one-line error expected: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains(&expect.to_lowercase()),
+        "expected {expect:?} in: {err}"
+    );
     assert_eq!(s.ok(&["images", "-q"]), "", "nothing may be stored");
     assert!(s.ok(&["info"]).contains("Layers: 0"));
     s.fsck_clean();
@@ -25,21 +32,45 @@ fn rejected(s: &Store, archive: &[u8], expect: &str) {
 }
 
 fn image_of(layer: Vec<u8>) -> Vec<u8> {
-    docker_archive(&config_for(std::slice::from_ref(&layer), "/x"), &[layer], &["bad:1"])
+    docker_archive(
+        &config_for(std::slice::from_ref(&layer), "/x"),
+        &[layer],
+        &["bad:1"],
+    )
 }
 
 fn outside_is_untouched(marker: &Path) {
-    assert!(!marker.exists(), "{} was written outside the layer", marker.display());
+    assert!(
+        !marker.exists(),
+        "{} was written outside the layer",
+        marker.display()
+    );
 }
 
 both_drivers!(hostile_layers_are_rejected_or_contained, |driver| {
     let s = Store::new(driver);
     // `..` escapes.
     let victim = s.path().parent().unwrap().join("escaped");
-    rejected(&s, &image_of(LayerTar::new().raw(b"../../escaped", tar::EntryType::Regular, b"", b"x").build()), "unsafe");
+    rejected(
+        &s,
+        &image_of(
+            LayerTar::new()
+                .raw(b"../../escaped", tar::EntryType::Regular, b"", b"x")
+                .build(),
+        ),
+        "unsafe",
+    );
     outside_is_untouched(&victim);
     // Hardlink to a path outside.
-    rejected(&s, &image_of(LayerTar::new().raw(b"link", tar::EntryType::Link, b"../../../etc/passwd", b"").build()), "unsafe");
+    rejected(
+        &s,
+        &image_of(
+            LayerTar::new()
+                .raw(b"link", tar::EntryType::Link, b"../../../etc/passwd", b"")
+                .build(),
+        ),
+        "unsafe",
+    );
     // NUL in a name: the tar header field ends at NUL, so hand-craft a PAX path with one.
     let mut pax = tar::Builder::new(Vec::new());
     let rec = b"path=a\0b\n";
@@ -60,20 +91,33 @@ both_drivers!(hostile_layers_are_rejected_or_contained, |driver| {
     pax.append(&f, &b"x"[..]).unwrap();
     rejected(&s, &image_of(pax.into_inner().unwrap()), "");
     // A whiteout that escapes.
-    rejected(&s, &image_of(LayerTar::new().raw(b"../.wh.victim", tar::EntryType::Regular, b"", b"").build()), "unsafe");
+    rejected(
+        &s,
+        &image_of(
+            LayerTar::new()
+                .raw(b"../.wh.victim", tar::EntryType::Regular, b"", b"")
+                .build(),
+        ),
+        "unsafe",
+    );
 
     // Symlink then write through it: contained inside the layer, never the host's /tmp.
     let host_target = format!("/tmp/strata-escape-{}", std::process::id());
     let layer = LayerTar::new()
         .symlink("evil", "/tmp")
-        .file(&format!("evil/strata-escape-{}", std::process::id()), b"owned")
+        .file(
+            &format!("evil/strata-escape-{}", std::process::id()),
+            b"owned",
+        )
         .build();
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let p = write_file(work.path(), "sym.tar", &image_of(layer));
     let _ = s.run(&["load", "-i", p.to_str().unwrap()]);
     outside_is_untouched(Path::new(&host_target));
     // Device nodes stay inside the layer.
-    let layer = LayerTar::new().raw(b"dev-null", tar::EntryType::Char, b"", b"").build();
+    let layer = LayerTar::new()
+        .raw(b"dev-null", tar::EntryType::Char, b"", b"")
+        .build();
     let p = write_file(work.path(), "dev.tar", &image_of(layer));
     let _ = s.run(&["load", "-i", p.to_str().unwrap()]);
     s.fsck_clean();
@@ -85,23 +129,50 @@ both_drivers!(digest_mismatch_and_truncation_leave_nothing, |driver| {
     let other = LayerTar::new().file("a", &vec![2u8; 100_000]).build();
     // The config names one diffID, the archive carries another layer.
     let cfg = config_for(std::slice::from_ref(&good), "/x");
-    rejected(&s, &docker_archive(&cfg, &[gzip(&other)], &["bad:1"]), "diffid");
+    rejected(
+        &s,
+        &docker_archive(&cfg, &[gzip(&other)], &["bad:1"]),
+        "diffid",
+    );
     // Two-layer image whose second layer is wrong: the first must not stay either.
     let cfg = config_for(&[good.clone(), good.clone()], "/x");
-    rejected(&s, &docker_archive(&cfg, &[good.clone(), other.clone()], &["bad:1"]), "diffid");
+    rejected(
+        &s,
+        &docker_archive(&cfg, &[good.clone(), other.clone()], &["bad:1"]),
+        "diffid",
+    );
     // A truncated gzip layer.
     let gz = gzip(&good);
-    rejected(&s, &docker_archive(&config_for(std::slice::from_ref(&good), "/x"), &[gz[..gz.len() / 2].to_vec()], &["bad:1"]), "");
+    rejected(
+        &s,
+        &docker_archive(
+            &config_for(std::slice::from_ref(&good), "/x"),
+            &[gz[..gz.len() / 2].to_vec()],
+            &["bad:1"],
+        ),
+        "",
+    );
     // A truncated archive.
-    let whole = docker_archive(&config_for(std::slice::from_ref(&good), "/x"), &[good.clone()], &["bad:1"]);
+    let whole = docker_archive(
+        &config_for(std::slice::from_ref(&good), "/x"),
+        &[good.clone()],
+        &["bad:1"],
+    );
     rejected(&s, &whole[..whole.len() / 3], "");
     // A config whose name says another digest.
-    let mut a = docker_archive(&config_for(std::slice::from_ref(&good), "/x"), &[good.clone()], &["bad:1"]);
+    let mut a = docker_archive(
+        &config_for(std::slice::from_ref(&good), "/x"),
+        &[good.clone()],
+        &["bad:1"],
+    );
     let cfg = config_for(std::slice::from_ref(&good), "/x");
     let name = format!("{}.json", sha256_hex(&cfg));
-    let pos = a.windows(name.len()).position(|w| w == name.as_bytes()).unwrap();
+    let pos = a
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .unwrap();
     // Flip one character of the config's content inside the archive (keep the tar valid).
-    let cpos = a.windows(8).position(|w| w == b"\"amd64\"," ).unwrap();
+    let cpos = a.windows(8).position(|w| w == b"\"amd64\",").unwrap();
     a[cpos + 1] = b'A';
     let _ = pos;
     rejected(&s, &a, "config");
@@ -116,13 +187,26 @@ both_drivers!(sigkill_during_load_never_corrupts, |driver| {
     for i in 0..4u32 {
         let mut t = LayerTar::new().dir(&format!("d{i}/"));
         for f in 0..150u32 {
-            t = t.file(&format!("d{i}/f{f}"), &vec![(i * 31 + f) as u8; 4000 + f as usize * 37]);
+            t = t.file(
+                &format!("d{i}/f{f}"),
+                &vec![(i * 31 + f) as u8; 4000 + f as usize * 37],
+            );
         }
-        layers.push(t.file(&format!("big{i}"), &(0..3_000_000u32).map(|x| (x ^ i) as u8).collect::<Vec<_>>()).build());
+        layers.push(
+            t.file(
+                &format!("big{i}"),
+                &(0..3_000_000u32).map(|x| (x ^ i) as u8).collect::<Vec<_>>(),
+            )
+            .build(),
+        );
     }
     let cfg = config_for(&layers, "/x");
     let blobs: Vec<Vec<u8>> = layers.iter().map(|l| gzip(l)).collect();
-    let archive = write_file(work.path(), "img.tar", &docker_archive(&cfg, &blobs, &["crash:1"]));
+    let archive = write_file(
+        work.path(),
+        "img.tar",
+        &docker_archive(&cfg, &blobs, &["crash:1"]),
+    );
     let id = format!("sha256:{}", sha256_hex(&cfg));
     let mut seed: u64 = 0x9e3779b97f4a7c15 ^ std::process::id() as u64;
     let mut present = 0;
@@ -131,7 +215,12 @@ both_drivers!(sigkill_during_load_never_corrupts, |driver| {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let delay_ms = seed % 400;
-        let mut child = s.cmd(&["load", "-i", archive.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = s
+            .cmd(&["load", "-i", archive.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
@@ -161,14 +250,26 @@ both_drivers!(concurrent_processes_share_layers, |driver| {
     let base = LayerTar::new().file("base", &vec![9u8; 3_000_000]).build();
     let mut archives = Vec::new();
     for i in 0..4 {
-        let top = LayerTar::new().file("top", format!("{i}").as_bytes()).build();
+        let top = LayerTar::new()
+            .file("top", format!("{i}").as_bytes())
+            .build();
         let layers = vec![base.clone(), top];
-        let a = docker_archive(&config_for(&layers, "/x"), &[gzip(&layers[0]), layers[1].clone()], &[&format!("par:{i}")]);
+        let a = docker_archive(
+            &config_for(&layers, "/x"),
+            &[gzip(&layers[0]), layers[1].clone()],
+            &[&format!("par:{i}")],
+        );
         archives.push(write_file(work.path(), &format!("a{i}.tar"), &a));
     }
     let mut children: Vec<_> = archives
         .iter()
-        .map(|a| s.cmd(&["load", "-i", a.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|a| {
+            s.cmd(&["load", "-i", a.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     // Readers at the same time.
     for _ in 0..5 {
@@ -190,13 +291,22 @@ both_drivers!(deep_image_mounts, |driver| {
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     // 200 layers: with absolute lowerdir paths this exceeds the classic one-page mount options.
     let n = if driver == "overlay" { 200 } else { 40 };
-    let layers: Vec<Vec<u8>> = (0..n).map(|i| LayerTar::new().file(&format!("f{i:03}"), format!("{i}").as_bytes()).build()).collect();
+    let layers: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            LayerTar::new()
+                .file(&format!("f{i:03}"), format!("{i}").as_bytes())
+                .build()
+        })
+        .collect();
     let a = docker_archive(&config_for(&layers, "/x"), &layers, &["deep:1"]);
     s.load(&write_file(work.path(), "deep.tar", &a));
     let c = s.ok(&["create", "deep:1"]).trim().to_string();
     let m = s.ok(&["mount", &c]).trim().to_string();
     for i in [0, n / 2, n - 1] {
-        assert_eq!(std::fs::read_to_string(Path::new(&m).join(format!("f{i:03}"))).unwrap(), format!("{i}"));
+        assert_eq!(
+            std::fs::read_to_string(Path::new(&m).join(format!("f{i:03}"))).unwrap(),
+            format!("{i}")
+        );
     }
     assert_eq!(std::fs::read_dir(&m).unwrap().count(), n);
     s.ok(&["umount", &c]);
@@ -208,14 +318,23 @@ both_drivers!(deep_image_mounts, |driver| {
 fn fsck_detects_tampering() {
     let s = Store::new("overlay");
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
-    let layer = LayerTar::new().file("etc/data", b"original content").build();
-    let a = docker_archive(&config_for(std::slice::from_ref(&layer), "/x"), std::slice::from_ref(&layer), &["t:1"]);
+    let layer = LayerTar::new()
+        .file("etc/data", b"original content")
+        .build();
+    let a = docker_archive(
+        &config_for(std::slice::from_ref(&layer), "/x"),
+        std::slice::from_ref(&layer),
+        &["t:1"],
+    );
     s.load(&write_file(work.path(), "t.tar", &a));
     s.fsck_clean();
     // Change a byte of an unpacked file behind strata's back.
     let found = Command::new("sh")
         .arg("-c")
-        .arg(format!("find {} -path '*/diff/etc/data' | head -1", s.path().display()))
+        .arg(format!(
+            "find {} -path '*/diff/etc/data' | head -1",
+            s.path().display()
+        ))
         .output()
         .unwrap();
     let target = String::from_utf8(found.stdout).unwrap().trim().to_string();
@@ -224,5 +343,8 @@ fn fsck_detects_tampering() {
     let o = s.run(&["system", "fsck"]);
     assert!(!o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("ERROR layer sha256:") && out.contains("mismatch"), "{out}");
+    assert!(
+        out.contains("ERROR layer sha256:") && out.contains("mismatch"),
+        "{out}"
+    );
 }

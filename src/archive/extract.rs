@@ -1185,7 +1185,10 @@ mod tests {
         end(&mut t);
         s.apply(&t, WhiteoutFormat::Overlay).unwrap();
         s.assert_outside_untouched();
-        assert_eq!(fs::read(s.root.join(abs.trim_start_matches('/'))).unwrap(), b"data");
+        assert_eq!(
+            fs::read(s.root.join(abs.trim_start_matches('/'))).unwrap(),
+            b"data"
+        );
         assert_eq!(fs::read(s.root.join("top")).unwrap(), b"top");
     }
 
@@ -1211,9 +1214,17 @@ mod tests {
         file(&mut t, "a/passwd", b"root::0:0::/:/bin/sh\n");
         end(&mut t);
         s.apply(&t, WhiteoutFormat::Apply).unwrap();
-        assert_eq!(fs::read(s.root.join("etc/passwd")).unwrap(), b"root::0:0::/:/bin/sh\n");
+        assert_eq!(
+            fs::read(s.root.join("etc/passwd")).unwrap(),
+            b"root::0:0::/:/bin/sh\n"
+        );
         assert_eq!(fs::read("/etc/passwd").ok(), host_passwd);
-        assert!(fs::symlink_metadata(s.root.join("a")).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(s.root.join("a"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         s.assert_outside_untouched();
     }
 
@@ -1262,7 +1273,10 @@ mod tests {
         let mut t = Vec::new();
         hardlink(&mut t, "x", &format!("{}/secret", s.outside_str()));
         end(&mut t);
-        assert!(matches!(s.apply(&t, WhiteoutFormat::Overlay), Err(ArchiveError::Io { .. })));
+        assert!(matches!(
+            s.apply(&t, WhiteoutFormat::Overlay),
+            Err(ArchiveError::Io { .. })
+        ));
         s.assert_outside_untouched();
         assert!(!exists(&s.root.join("x")));
 
@@ -1273,14 +1287,21 @@ mod tests {
         hardlink(&mut t, "x", "/f");
         end(&mut t);
         s.apply(&t, WhiteoutFormat::Overlay).unwrap();
-        assert_eq!(fs::metadata(s.root.join("x")).unwrap().ino(), fs::metadata(s.root.join("f")).unwrap().ino());
+        assert_eq!(
+            fs::metadata(s.root.join("x")).unwrap().ino(),
+            fs::metadata(s.root.join("f")).unwrap().ino()
+        );
     }
 
     #[test]
     fn hardlink_through_symlinked_dir_is_contained() {
         for target in [String::new(), "../../../..".to_string()] {
             let s = Sandbox::new();
-            let target = if target.is_empty() { s.outside_str() } else { format!("{target}{}", s.outside_str()) };
+            let target = if target.is_empty() {
+                s.outside_str()
+            } else {
+                format!("{target}{}", s.outside_str())
+            };
             let mut t = Vec::new();
             symlink(&mut t, "l", &target);
             hardlink(&mut t, "x", "l/secret");
@@ -1293,7 +1314,12 @@ mod tests {
 
     #[test]
     fn whiteout_escape_rejected() {
-        for name in ["../.wh.secret", "a/../../.wh.secret", "../outside/.wh.secret", ".wh..."] {
+        for name in [
+            "../.wh.secret",
+            "a/../../.wh.secret",
+            "../outside/.wh.secret",
+            ".wh...",
+        ] {
             for f in [WhiteoutFormat::Overlay, WhiteoutFormat::Apply] {
                 let s = Sandbox::new();
                 let mut t = Vec::new();
@@ -1316,7 +1342,11 @@ mod tests {
         // In a GNU long name.
         let mut t = Vec::new();
         let long = b"a\0b\0";
-        push(&mut t, hdr(b"././@LongLink", b'L', long.len() as u64, b""), long);
+        push(
+            &mut t,
+            hdr(b"././@LongLink", b'L', long.len() as u64, b""),
+            long,
+        );
         push(&mut t, hdr(b"a", b'0', 1, b""), b"x");
         end(&mut t);
         is_unsafe(s.apply(&t, WhiteoutFormat::Overlay));
@@ -1358,7 +1388,12 @@ mod tests {
         let m = fs::symlink_metadata(s.root.join("blk")).unwrap();
         assert!(m.file_type().is_block_device());
         assert_eq!((rfs::major(m.rdev()), rfs::minor(m.rdev())), (7, 2));
-        assert!(fs::symlink_metadata(s.root.join("fifo")).unwrap().file_type().is_fifo());
+        assert!(
+            fs::symlink_metadata(s.root.join("fifo"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
         s.assert_outside_untouched();
     }
 
@@ -1371,13 +1406,19 @@ mod tests {
         for cut in [300, 512 + 100, 1024 + 1000, 1024 + 2000, 1024 + 2048 - 1] {
             let s = Sandbox::new();
             let r = s.apply(&t[..cut], WhiteoutFormat::Overlay);
-            assert!(matches!(r, Err(ArchiveError::Truncated)), "cut {cut}: {r:?}");
+            assert!(
+                matches!(r, Err(ArchiveError::Truncated)),
+                "cut {cut}: {r:?}"
+            );
         }
         // A PAX header with nothing after it.
         let mut t = Vec::new();
         push_pax(&mut t, &[("path", b"x")]);
         let s = Sandbox::new();
-        assert!(matches!(s.apply(&t, WhiteoutFormat::Overlay), Err(ArchiveError::Truncated)));
+        assert!(matches!(
+            s.apply(&t, WhiteoutFormat::Overlay),
+            Err(ArchiveError::Truncated)
+        ));
     }
 
     #[test]
@@ -1388,7 +1429,10 @@ mod tests {
         h[0] = b'g';
         push(&mut t, h, b"x");
         end(&mut t);
-        assert!(matches!(s.apply(&t, WhiteoutFormat::Overlay), Err(ArchiveError::Malformed(_))));
+        assert!(matches!(
+            s.apply(&t, WhiteoutFormat::Overlay),
+            Err(ArchiveError::Malformed(_))
+        ));
         assert!(!exists(&s.root.join("g")));
     }
 
@@ -1398,7 +1442,10 @@ mod tests {
         let mut t = Vec::new();
         push(&mut t, hdr(b"f", b'S', 0, b""), b"");
         end(&mut t);
-        assert!(matches!(s.apply(&t, WhiteoutFormat::Overlay), Err(ArchiveError::Malformed(_))));
+        assert!(matches!(
+            s.apply(&t, WhiteoutFormat::Overlay),
+            Err(ArchiveError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -1471,16 +1518,31 @@ mod tests {
     fn dir_xattrs_survive_and_overlay_xattrs_dropped() {
         let s = Sandbox::new();
         let mut t = Vec::new();
-        push_pax(&mut t, &[("SCHILY.xattr.user.dir", b"dv"), ("SCHILY.xattr.trusted.overlay.opaque", b"y")]);
+        push_pax(
+            &mut t,
+            &[
+                ("SCHILY.xattr.user.dir", b"dv"),
+                ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+            ],
+        );
         dir(&mut t, "d/");
         file(&mut t, "d/child", b"c");
-        push_pax(&mut t, &[("SCHILY.xattr.user.file", b"\0bin\xff"), ("SCHILY.xattr.trusted.overlay.redirect", b"/x")]);
+        push_pax(
+            &mut t,
+            &[
+                ("SCHILY.xattr.user.file", b"\0bin\xff"),
+                ("SCHILY.xattr.trusted.overlay.redirect", b"/x"),
+            ],
+        );
         file(&mut t, "d/f", b"f");
         end(&mut t);
         s.apply(&t, WhiteoutFormat::Overlay).unwrap();
         assert_eq!(getx(&s.root.join("d"), "user.dir").unwrap(), b"dv");
         assert!(getx(&s.root.join("d"), OVERLAY_OPAQUE_XATTR).is_err());
-        assert_eq!(getx(&s.root.join("d/f"), "user.file").unwrap(), b"\0bin\xff");
+        assert_eq!(
+            getx(&s.root.join("d/f"), "user.file").unwrap(),
+            b"\0bin\xff"
+        );
         assert!(getx(&s.root.join("d/f"), "trusted.overlay.redirect").is_err());
     }
 
@@ -1494,7 +1556,10 @@ mod tests {
         h[136..148].copy_from_slice(b"01000000000\0");
         checksum(&mut h);
         push(&mut t, h, b"");
-        push_pax(&mut t, &[("mtime", b"1234567890.123456789"), ("uid", b"3000000000")]);
+        push_pax(
+            &mut t,
+            &[("mtime", b"1234567890.123456789"), ("uid", b"3000000000")],
+        );
         let mut h = hdr(b"d/suid", b'0', 3, b"");
         h[100..108].copy_from_slice(b"0004755\0");
         h[116..124].copy_from_slice(b"0001234\0");
@@ -1514,7 +1579,11 @@ mod tests {
         let m = fs::symlink_metadata(s.root.join("d")).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o1750);
         assert_eq!(m.uid(), 0o42);
-        assert_eq!(m.mtime(), 0o1000000000, "dir mtime restored after its children");
+        assert_eq!(
+            m.mtime(),
+            0o1000000000,
+            "dir mtime restored after its children"
+        );
         let m = fs::symlink_metadata(s.root.join("d/l")).unwrap();
         assert_eq!(m.uid(), 256);
         assert_eq!(m.mtime(), 1_600_000_000);
@@ -1553,6 +1622,13 @@ mod tests {
         assert_eq!(fs::read(s.root.join("wasdir")).unwrap(), b"now a file");
         assert!(fs::metadata(s.root.join("wasfile")).unwrap().is_dir());
         assert!(exists(&s.root.join("keepdir/x")));
-        assert_eq!(fs::metadata(s.root.join("keepdir")).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(
+            fs::metadata(s.root.join("keepdir"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
     }
 }

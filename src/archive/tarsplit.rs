@@ -413,49 +413,201 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         let long_dir = format!("{}/", "d".repeat(120));
         let long_file = format!("{long_dir}{}", "f".repeat(150));
-        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o755), "etc/", std::io::empty()).unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Directory, 0, 0o755),
+            "etc/",
+            std::io::empty(),
+        )
+        .unwrap();
         for (i, size) in [0usize, 1, 511, 512, 513, 100_000].into_iter().enumerate() {
             let data: Vec<u8> = (0..size).map(|j| (i * 7 + j) as u8).collect();
-            b.append_data(&mut gnu(tar::EntryType::Regular, size as u64, 0o644), format!("etc/f{i}"), &data[..]).unwrap();
+            b.append_data(
+                &mut gnu(tar::EntryType::Regular, size as u64, 0o644),
+                format!("etc/f{i}"),
+                &data[..],
+            )
+            .unwrap();
         }
-        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o700), &long_dir, std::io::empty()).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 5, 0o600), &long_file, &b"long!"[..]).unwrap();
-        b.append_pax_extensions([("SCHILY.xattr.user.a", &b"1"[..]), ("SCHILY.xattr.user.b", &b"two"[..])]).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o755), "x/", std::io::empty()).unwrap();
-        b.append_pax_extensions([("SCHILY.xattr.user.c", &b"3"[..]), ("mtime", &b"1700000000.5"[..])]).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 3, 0o644), "x/attr", &b"xyz"[..]).unwrap();
-        b.append_link(&mut gnu(tar::EntryType::Link, 0, 0o644), "x/hard", "etc/f3").unwrap();
-        b.append_link(&mut gnu(tar::EntryType::Link, 0, 0o600), "x/hardlong", &long_file).unwrap();
-        b.append_link(&mut gnu(tar::EntryType::Symlink, 0, 0o777), "x/sym", "../etc/f1").unwrap();
-        b.append_link(&mut gnu(tar::EntryType::Symlink, 0, 0o777), "x/symlong", "t".repeat(200)).unwrap();
-        b.append_link(&mut gnu(tar::EntryType::Symlink, 0, 0o777), "x/dirlink", "/etc").unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Directory, 0, 0o700),
+            &long_dir,
+            std::io::empty(),
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 5, 0o600),
+            &long_file,
+            &b"long!"[..],
+        )
+        .unwrap();
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.a", &b"1"[..]),
+            ("SCHILY.xattr.user.b", &b"two"[..]),
+        ])
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Directory, 0, 0o755),
+            "x/",
+            std::io::empty(),
+        )
+        .unwrap();
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.c", &b"3"[..]),
+            ("mtime", &b"1700000000.5"[..]),
+        ])
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 3, 0o644),
+            "x/attr",
+            &b"xyz"[..],
+        )
+        .unwrap();
+        b.append_link(&mut gnu(tar::EntryType::Link, 0, 0o644), "x/hard", "etc/f3")
+            .unwrap();
+        b.append_link(
+            &mut gnu(tar::EntryType::Link, 0, 0o600),
+            "x/hardlong",
+            &long_file,
+        )
+        .unwrap();
+        b.append_link(
+            &mut gnu(tar::EntryType::Symlink, 0, 0o777),
+            "x/sym",
+            "../etc/f1",
+        )
+        .unwrap();
+        b.append_link(
+            &mut gnu(tar::EntryType::Symlink, 0, 0o777),
+            "x/symlong",
+            "t".repeat(200),
+        )
+        .unwrap();
+        b.append_link(
+            &mut gnu(tar::EntryType::Symlink, 0, 0o777),
+            "x/dirlink",
+            "/etc",
+        )
+        .unwrap();
         // Duplicates: the first content is replaced by the second.
-        b.append_data(&mut gnu(tar::EntryType::Regular, 5, 0o644), "dup", &b"first"[..]).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 6, 0o644), "dup", &b"second"[..]).unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 5, 0o644),
+            "dup",
+            &b"first"[..],
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 6, 0o644),
+            "dup",
+            &b"second"[..],
+        )
+        .unwrap();
         // Written through a symlinked directory, then overwritten by its real path.
-        b.append_data(&mut gnu(tar::EntryType::Regular, 3, 0o644), "x/dirlink/via", &b"via"[..]).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 4, 0o644), "etc/via", &b"real"[..]).unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 3, 0o644),
+            "x/dirlink/via",
+            &b"via"[..],
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 4, 0o644),
+            "etc/via",
+            &b"real"[..],
+        )
+        .unwrap();
         // A file removed by a whiteout later in the same tar.
-        b.append_data(&mut gnu(tar::EntryType::Regular, 4, 0o644), "wh", &b"gone"[..]).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 0, 0o644), ".wh.wh", std::io::empty()).unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 4, 0o644),
+            "wh",
+            &b"gone"[..],
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 0, 0o644),
+            ".wh.wh",
+            std::io::empty(),
+        )
+        .unwrap();
         // A directory with files, replaced by a file; a file replaced by a directory.
-        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o755), "tree/", std::io::empty()).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 4, 0o644), "tree/leaf", &b"leaf"[..]).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 4, 0o644), "tree", &b"file"[..]).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 4, 0o644), "todir", &b"file"[..]).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o755), "todir/", std::io::empty()).unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Directory, 0, 0o755),
+            "tree/",
+            std::io::empty(),
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 4, 0o644),
+            "tree/leaf",
+            &b"leaf"[..],
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 4, 0o644),
+            "tree",
+            &b"file"[..],
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 4, 0o644),
+            "todir",
+            &b"file"[..],
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Directory, 0, 0o755),
+            "todir/",
+            std::io::empty(),
+        )
+        .unwrap();
         // Opaque directory (files before and after the marker) and a whiteout in a subdir.
-        b.append_data(&mut gnu(tar::EntryType::Directory, 0, 0o755), "op/", std::io::empty()).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 1, 0o644), "op/before", &b"b"[..]).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 0, 0o644), "op/.wh..wh..opq", std::io::empty()).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 1, 0o644), "op/after", &b"a"[..]).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 0, 0o644), "op/.wh.before", std::io::empty()).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Fifo, 0, 0o644), "fifo", std::io::empty()).unwrap();
-        b.append_data(&mut gnu(tar::EntryType::Regular, 2, 0o644), "./dot/slash", &b"ds"[..]).unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Directory, 0, 0o755),
+            "op/",
+            std::io::empty(),
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 1, 0o644),
+            "op/before",
+            &b"b"[..],
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 0, 0o644),
+            "op/.wh..wh..opq",
+            std::io::empty(),
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 1, 0o644),
+            "op/after",
+            &b"a"[..],
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 0, 0o644),
+            "op/.wh.before",
+            std::io::empty(),
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Fifo, 0, 0o644),
+            "fifo",
+            std::io::empty(),
+        )
+        .unwrap();
+        b.append_data(
+            &mut gnu(tar::EntryType::Regular, 2, 0o644),
+            "./dot/slash",
+            &b"ds"[..],
+        )
+        .unwrap();
         let mut t = b.into_inner().unwrap();
         t.truncate(t.len() - 1024); // into_inner wrote the end-of-archive blocks
         // Hand-made: a PAX path longer than 100 bytes, a ustar prefix, a global header.
-        push_pax(&mut t, &[("path", format!("pax/{}", "p".repeat(200)).as_bytes())]);
+        push_pax(
+            &mut t,
+            &[("path", format!("pax/{}", "p".repeat(200)).as_bytes())],
+        );
         push(&mut t, hdr(b"ignored", b'0', 3, b""), b"pax");
         let mut h = hdr(b"name", b'0', 2, b"");
         h[345..351].copy_from_slice(b"prefix");
@@ -490,7 +642,10 @@ mod tests {
             assert_eq!(fs::read(s.root.join("etc/via")).unwrap(), b"real");
             assert_eq!(fs::read(s.root.join("tree")).unwrap(), b"file");
             assert!(fs::metadata(s.root.join("todir")).unwrap().is_dir());
-            assert_eq!(fs::read(s.root.join(format!("pax/{}", "p".repeat(200)))).unwrap(), b"pax");
+            assert_eq!(
+                fs::read(s.root.join(format!("pax/{}", "p".repeat(200)))).unwrap(),
+                b"pax"
+            );
             assert_eq!(fs::read(s.root.join("prefix/name")).unwrap(), b"pr");
             assert_eq!(fs::read(s.root.join("dot/slash")).unwrap(), b"ds");
             assert_eq!(getx(&s.root.join("x"), "user.b").unwrap(), b"two");
@@ -532,10 +687,19 @@ mod tests {
         let s = Sandbox::new();
         let (_, split) = s.apply(&t, WhiteoutFormat::Overlay).unwrap();
         fs::write(s.root.join("a"), b"hello!").unwrap();
-        assert!(matches!(reassemble(&s.root, &split[..], &mut Vec::new()), Err(ArchiveError::SplitMismatch(_))));
+        assert!(matches!(
+            reassemble(&s.root, &split[..], &mut Vec::new()),
+            Err(ArchiveError::SplitMismatch(_))
+        ));
         fs::remove_file(s.root.join("a")).unwrap();
         std::os::unix::fs::symlink(s.outside.join("secret"), s.root.join("a")).unwrap();
-        assert!(matches!(reassemble(&s.root, &split[..], &mut Vec::new()), Err(ArchiveError::SplitMismatch(_))));
-        assert!(matches!(reassemble(&s.root, &split[..split.len() / 2], &mut Vec::new()), Err(_)));
+        assert!(matches!(
+            reassemble(&s.root, &split[..], &mut Vec::new()),
+            Err(ArchiveError::SplitMismatch(_))
+        ));
+        assert!(matches!(
+            reassemble(&s.root, &split[..split.len() / 2], &mut Vec::new()),
+            Err(_)
+        ));
     }
 }

@@ -97,10 +97,18 @@ impl Sandbox {
         fs::create_dir(&root).unwrap();
         fs::create_dir(&outside).unwrap();
         fs::write(outside.join("secret"), b"secret").unwrap();
-        Sandbox { _tmp: tmp, root, outside }
+        Sandbox {
+            _tmp: tmp,
+            root,
+            outside,
+        }
     }
 
-    pub fn apply(&self, tar: &[u8], f: WhiteoutFormat) -> Result<(AppliedLayer, Vec<u8>), ArchiveError> {
+    pub fn apply(
+        &self,
+        tar: &[u8],
+        f: WhiteoutFormat,
+    ) -> Result<(AppliedLayer, Vec<u8>), ArchiveError> {
         let mut split = Vec::new();
         let a = apply_layer(&self.root, tar, f, &mut split)?;
         Ok((a, split))
@@ -108,11 +116,22 @@ impl Sandbox {
 
     /// `outside` still holds exactly `secret`, unchanged and not hardlinked.
     pub fn assert_outside_untouched(&self) {
-        let names: Vec<_> = fs::read_dir(&self.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("secret")], "outside was written to");
+        let names: Vec<_> = fs::read_dir(&self.outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("secret")],
+            "outside was written to"
+        );
         let p = self.outside.join("secret");
         assert_eq!(fs::read(&p).unwrap(), b"secret");
-        assert_eq!(fs::symlink_metadata(&p).unwrap().nlink(), 1, "secret was hardlinked");
+        assert_eq!(
+            fs::symlink_metadata(&p).unwrap().nlink(),
+            1,
+            "secret was hardlinked"
+        );
     }
 
     pub fn outside_str(&self) -> String {

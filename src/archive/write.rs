@@ -325,7 +325,10 @@ mod tests {
     /// rdev, user./trusted. xattrs, and which earlier path shares the inode.
     fn listing(root: &Path) -> Vec<String> {
         fn walk(root: &Path, rel: &Path, out: &mut Vec<String>, inodes: &mut HashMap<u64, String>) {
-            let mut names: Vec<_> = fs::read_dir(root.join(rel)).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut names: Vec<_> = fs::read_dir(root.join(rel))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
             names.sort();
             for n in names {
                 let r = rel.join(&n);
@@ -338,10 +341,27 @@ mod tests {
                         xs.push(format!("{k}={v:?}"));
                     }
                 }
-                let link = if !m.is_dir() && m.nlink() > 1 { inodes.entry(m.ino()).or_insert_with(|| rs.clone()).clone() } else { String::new() };
-                let content = if m.is_file() { format!("{:?}", crate::digest::Digest::of(&fs::read(&p).unwrap()).short()) } else { String::new() };
-                let target = fs::read_link(&p).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
-                let mtime = if m.file_type().is_symlink() { 0 } else { m.mtime() };
+                let link = if !m.is_dir() && m.nlink() > 1 {
+                    inodes.entry(m.ino()).or_insert_with(|| rs.clone()).clone()
+                } else {
+                    String::new()
+                };
+                let content = if m.is_file() {
+                    format!(
+                        "{:?}",
+                        crate::digest::Digest::of(&fs::read(&p).unwrap()).short()
+                    )
+                } else {
+                    String::new()
+                };
+                let target = fs::read_link(&p)
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let mtime = if m.file_type().is_symlink() {
+                    0
+                } else {
+                    m.mtime()
+                };
                 out.push(format!(
                     "{rs} {:o} {}:{} {} {} {content} {target} {} {link} {xs:?}",
                     m.mode(),
@@ -363,8 +383,14 @@ mod tests {
 
     fn set_times(p: &Path, secs: i64) {
         let ts = rfs::Timestamps {
-            last_access: rfs::Timespec { tv_sec: secs, tv_nsec: 0 },
-            last_modification: rfs::Timespec { tv_sec: secs, tv_nsec: 0 },
+            last_access: rfs::Timespec {
+                tv_sec: secs,
+                tv_nsec: 0,
+            },
+            last_modification: rfs::Timespec {
+                tv_sec: secs,
+                tv_nsec: 0,
+            },
         };
         rfs::utimensat(rfs::CWD, p, &ts, AtFlags::SYMLINK_NOFOLLOW).unwrap();
     }
@@ -378,15 +404,56 @@ mod tests {
         fs::write(r.join("etc/empty"), b"").unwrap();
         fs::write(r.join("big"), vec![9u8; 300_000]).unwrap();
         fs::set_permissions(r.join("big"), fs::Permissions::from_mode(0o4755)).unwrap();
-        rfs::chown(&r.join("big"), Some(rfs::Uid::from_raw(3_000_000)), Some(rfs::Gid::from_raw(42))).unwrap();
+        rfs::chown(
+            &r.join("big"),
+            Some(rfs::Uid::from_raw(3_000_000)),
+            Some(rfs::Gid::from_raw(42)),
+        )
+        .unwrap();
         fs::hard_link(r.join("etc/passwd"), r.join("zlink")).unwrap();
         symlink("etc/passwd", r.join("sym")).unwrap();
         symlink("t".repeat(180), r.join("symlong")).unwrap();
-        rfs::mknodat(rfs::CWD, &r.join("null"), rfs::FileType::CharacterDevice, Mode::from_raw_mode(0o666), rfs::makedev(1, 3)).unwrap();
-        rfs::mknodat(rfs::CWD, &r.join("fifo"), rfs::FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
-        rfs::setxattr(&r.join("etc"), "user.a", b"dir-attr", rfs::XattrFlags::empty()).unwrap();
-        rfs::setxattr(&r.join("etc/passwd"), "user.b", b"file\0attr", rfs::XattrFlags::empty()).unwrap();
-        for p in ["etc/passwd", "etc/empty", "big", "null", "fifo", "sym", "etc/sub", "etc", &long] {
+        rfs::mknodat(
+            rfs::CWD,
+            &r.join("null"),
+            rfs::FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rfs::makedev(1, 3),
+        )
+        .unwrap();
+        rfs::mknodat(
+            rfs::CWD,
+            &r.join("fifo"),
+            rfs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        rfs::setxattr(
+            &r.join("etc"),
+            "user.a",
+            b"dir-attr",
+            rfs::XattrFlags::empty(),
+        )
+        .unwrap();
+        rfs::setxattr(
+            &r.join("etc/passwd"),
+            "user.b",
+            b"file\0attr",
+            rfs::XattrFlags::empty(),
+        )
+        .unwrap();
+        for p in [
+            "etc/passwd",
+            "etc/empty",
+            "big",
+            "null",
+            "fifo",
+            "sym",
+            "etc/sub",
+            "etc",
+            &long,
+        ] {
             set_times(&r.join(p), 1_500_000_000);
         }
     }
@@ -410,7 +477,10 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (e.path().unwrap().to_string_lossy().into_owned(), e.header().entry_type())
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().entry_type(),
+                )
             })
             .collect();
         let first: Vec<&str> = names.iter().take(4).map(|(n, _)| n.as_str()).collect();
@@ -430,8 +500,21 @@ mod tests {
         let r = &s.root;
         fs::create_dir(r.join("op")).unwrap();
         fs::write(r.join("op/kept"), b"k").unwrap();
-        rfs::setxattr(&r.join("op"), OVERLAY_OPAQUE_XATTR, b"y", rfs::XattrFlags::empty()).unwrap();
-        rfs::mknodat(rfs::CWD, &r.join("gone"), rfs::FileType::CharacterDevice, Mode::empty(), 0).unwrap();
+        rfs::setxattr(
+            &r.join("op"),
+            OVERLAY_OPAQUE_XATTR,
+            b"y",
+            rfs::XattrFlags::empty(),
+        )
+        .unwrap();
+        rfs::mknodat(
+            rfs::CWD,
+            &r.join("gone"),
+            rfs::FileType::CharacterDevice,
+            Mode::empty(),
+            0,
+        )
+        .unwrap();
         // overlayfs may share one whiteout inode between several whiteouts.
         fs::hard_link(r.join("gone"), r.join("gone2")).unwrap();
         set_times(&r.join("op"), 1_500_000_000);
@@ -443,7 +526,11 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (e.path().unwrap().to_string_lossy().into_owned(), e.header().entry_type(), e.size())
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().entry_type(),
+                    e.size(),
+                )
             })
             .collect();
         let want = [
@@ -453,7 +540,8 @@ mod tests {
             ("op/.wh..wh..opq", tar::EntryType::Regular),
             ("op/kept", tar::EntryType::Regular),
         ];
-        let got: Vec<(&str, tar::EntryType)> = names.iter().map(|(n, k, _)| (n.as_str(), *k)).collect();
+        let got: Vec<(&str, tar::EntryType)> =
+            names.iter().map(|(n, k, _)| (n.as_str(), *k)).collect();
         assert_eq!(got, want);
         // No trusted.overlay xattr is exported.
         assert!(!t.windows(15).any(|w| w == b"trusted.overlay"));
@@ -461,14 +549,21 @@ mod tests {
         // Applying it as an overlay layer gives the same upper directory back.
         let d = Sandbox::new();
         d.apply(&t, WhiteoutFormat::Overlay).unwrap();
-        assert_eq!(getx(&d.root.join("op"), OVERLAY_OPAQUE_XATTR).unwrap(), b"y");
+        assert_eq!(
+            getx(&d.root.join("op"), OVERLAY_OPAQUE_XATTR).unwrap(),
+            b"y"
+        );
         let m = fs::symlink_metadata(d.root.join("gone")).unwrap();
         assert_eq!((m.mode() & 0o170000, m.rdev()), (0o020000, 0));
 
         // Without whiteout conversion the device is written as a device.
         let t = tar_of(r, None);
         let mut a = tar::Archive::new(&t[..]);
-        let kinds: Vec<tar::EntryType> = a.entries().unwrap().map(|e| e.unwrap().header().entry_type()).collect();
+        let kinds: Vec<tar::EntryType> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().header().entry_type())
+            .collect();
         assert_eq!(kinds[0], tar::EntryType::Char);
     }
 }

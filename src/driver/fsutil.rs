@@ -288,9 +288,17 @@ fn usage_walk(
 }
 
 /// A temporary directory for driver tests on a disk filesystem (not tmpfs, whose behaviour as an
-/// overlay upper or for xattrs differs from what production roots use).
+/// overlay upper or for xattrs differs from what production roots use). `STRATA_DRIVER_TEST_DIR`
+/// overrides the location (e.g. a btrfs mount, to exercise FICLONE).
 #[cfg(test)]
 pub fn test_tempdir() -> tempfile::TempDir {
+    if let Some(dir) = std::env::var_os("STRATA_DRIVER_TEST_DIR") {
+        // e.g. a btrfs loop mount, to exercise reflinks
+        return tempfile::Builder::new()
+            .prefix("strata-driver-test-")
+            .tempdir_in(dir)
+            .expect("creating a test tempdir in STRATA_DRIVER_TEST_DIR");
+    }
     let tmp = std::env::temp_dir();
     let base = if fs_magic(&tmp)
         .map(|m| m == 0x0102_1994 || m == OVERLAY_MAGIC)

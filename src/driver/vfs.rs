@@ -518,6 +518,40 @@ mod tests {
         assert!(!d.exists("other"));
     }
 
+    /// Reflinks are tried once and used where supported (btrfs, xfs), else plain copies.
+    #[test]
+    fn vfs_copy_reflink_or_fallback() {
+        let tmp = fsutil::test_tempdir();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        for i in 0..3 {
+            std::fs::write(src.join(format!("f{i}")), vec![i as u8; 100_000]).unwrap();
+        }
+        std::fs::write(src.join("empty"), "").unwrap();
+        let dst = tmp.path().join("dst");
+        std::fs::create_dir(&dst).unwrap();
+        let mut c = Copier {
+            links: HashMap::new(),
+            reflink: None,
+            xattr_buf: Vec::new(),
+        };
+        c.copy_dir(&src, &dst, &std::fs::symlink_metadata(&src).unwrap())
+            .unwrap();
+        for i in 0..3 {
+            assert_eq!(
+                std::fs::read(dst.join(format!("f{i}"))).unwrap(),
+                vec![i as u8; 100_000]
+            );
+        }
+        assert_eq!(std::fs::read(dst.join("empty")).unwrap(), b"");
+        let magic = fsutil::fs_magic(tmp.path()).unwrap();
+        match fsutil::fs_name(magic) {
+            "btrfs" | "xfs" => assert_eq!(c.reflink, Some(true)),
+            "extfs" | "tmpfs" => assert_eq!(c.reflink, Some(false)),
+            _ => {}
+        }
+    }
+
     #[test]
     fn vfs_chain_mount_and_isolation() {
         let tmp = fsutil::test_tempdir();

@@ -76,10 +76,14 @@ impl Engine {
         let lock_path = root.join("locks/store");
         // Hold the store lock before writing anything: a process cleaning up leftovers (it holds
         // the lock exclusively) must never see our in-flight temp files.
-        let (store_lock, alone) = match LockFile::try_exclusive(&lock_path).map_err(io_err("locking the store"))? {
-            Some(l) => (l, true),
-            None => (LockFile::shared(&lock_path).map_err(io_err("locking the store"))?, false),
-        };
+        let (store_lock, alone) =
+            match LockFile::try_exclusive(&lock_path).map_err(io_err("locking the store"))? {
+                Some(l) => (l, true),
+                None => (
+                    LockFile::shared(&lock_path).map_err(io_err("locking the store"))?,
+                    false,
+                ),
+            };
         let meta = Meta::open(&root.join("meta.db"))?;
         let wanted = driver.map(|d| if d == "overlay2" { "overlay" } else { d });
         let recorded = meta.setting("driver")?;

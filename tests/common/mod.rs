@@ -21,14 +21,26 @@ pub struct Store {
 impl Store {
     pub fn new(driver: &'static str) -> Store {
         std::fs::create_dir_all("/var/tmp/strata-tests").unwrap();
-        let dir = tempfile::Builder::new().prefix("t-").tempdir_in("/var/tmp/strata-tests").unwrap();
-        Store { root: dir.path().join("root"), driver, _dir: dir }
+        let dir = tempfile::Builder::new()
+            .prefix("t-")
+            .tempdir_in("/var/tmp/strata-tests")
+            .unwrap();
+        Store {
+            root: dir.path().join("root"),
+            driver,
+            _dir: dir,
+        }
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
-        c.arg("--root").arg(&self.root).arg("--storage-driver").arg(self.driver).args(args);
-        c.env_remove("STRATA_ROOT").env_remove("STRATA_STORAGE_DRIVER");
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("--storage-driver")
+            .arg(self.driver)
+            .args(args);
+        c.env_remove("STRATA_ROOT")
+            .env_remove("STRATA_STORAGE_DRIVER");
         c
     }
 
@@ -52,7 +64,11 @@ impl Store {
     /// Run and require failure; return stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(!o.status.success(), "strata {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            !o.status.success(),
+            "strata {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
         let err = String::from_utf8(o.stderr).unwrap();
         assert!(!err.contains("panicked"), "strata {args:?} panicked: {err}");
         err
@@ -63,7 +79,8 @@ impl Store {
     }
 
     pub fn inspect(&self, image: &str) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["image", "inspect", image])).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["image", "inspect", image])).unwrap();
         v[0].clone()
     }
 
@@ -78,8 +95,17 @@ impl Store {
 
     /// Bytes on disk under the root (du), to prove sharing by space, not by counting records.
     pub fn disk_usage(&self) -> u64 {
-        let o = Command::new("du").args(["-s", "-B1", "-x"]).arg(&self.root).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().parse().unwrap()
+        let o = Command::new("du")
+            .args(["-s", "-B1", "-x"])
+            .arg(&self.root)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     pub fn path(&self) -> &Path {
@@ -92,8 +118,11 @@ impl Drop for Store {
         // Unmount whatever a failed test left mounted under the root, deepest first.
         if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
             let root = self.root.to_string_lossy().to_string();
-            let mut points: Vec<&str> =
-                m.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&root)).collect();
+            let mut points: Vec<&str> = m
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&root))
+                .collect();
             points.sort_by_key(|p| std::cmp::Reverse(p.len()));
             for p in points {
                 let _ = Command::new("umount").arg("-l").arg(p).status();
@@ -110,7 +139,9 @@ pub struct LayerTar {
 
 impl LayerTar {
     pub fn new() -> LayerTar {
-        LayerTar { b: Some(tar::Builder::new(Vec::new())) }
+        LayerTar {
+            b: Some(tar::Builder::new(Vec::new())),
+        }
     }
     fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
         let mut h = tar::Header::new_gnu();
@@ -124,22 +155,38 @@ impl LayerTar {
     }
     pub fn dir(mut self, path: &str) -> Self {
         let mut h = Self::header(tar::EntryType::Directory, 0o755, 0);
-        self.b.as_mut().unwrap().append_data(&mut h, path, std::io::empty()).unwrap();
+        self.b
+            .as_mut()
+            .unwrap()
+            .append_data(&mut h, path, std::io::empty())
+            .unwrap();
         self
     }
     pub fn file(mut self, path: &str, data: &[u8]) -> Self {
         let mut h = Self::header(tar::EntryType::Regular, 0o644, data.len() as u64);
-        self.b.as_mut().unwrap().append_data(&mut h, path, data).unwrap();
+        self.b
+            .as_mut()
+            .unwrap()
+            .append_data(&mut h, path, data)
+            .unwrap();
         self
     }
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
-        self.b.as_mut().unwrap().append_link(&mut h, path, target).unwrap();
+        self.b
+            .as_mut()
+            .unwrap()
+            .append_link(&mut h, path, target)
+            .unwrap();
         self
     }
     pub fn hardlink(mut self, path: &str, target: &str) -> Self {
         let mut h = Self::header(tar::EntryType::Link, 0o644, 0);
-        self.b.as_mut().unwrap().append_link(&mut h, path, target).unwrap();
+        self.b
+            .as_mut()
+            .unwrap()
+            .append_link(&mut h, path, target)
+            .unwrap();
         self
     }
     /// Raw header with an arbitrary (possibly hostile) name, bypassing the tar crate's checks.
@@ -173,7 +220,10 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
 
 /// An image config for `layers` (uncompressed tars), as `docker build` would write one.
 pub fn config_for(layers: &[Vec<u8>], cmd: &str) -> Vec<u8> {
-    let diff_ids: Vec<String> = layers.iter().map(|l| format!("sha256:{}", sha256_hex(l))).collect();
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha256_hex(l)))
+        .collect();
     let history: Vec<serde_json::Value> = (0..layers.len())
         .map(|i| serde_json::json!({"created": "2024-01-01T00:00:00Z", "created_by": format!("/bin/sh -c step {i}")}))
         .collect();
@@ -205,7 +255,8 @@ pub fn docker_archive(config: &[u8], blobs: &[Vec<u8>], tags: &[&str]) -> Vec<u8
         layer_paths.push(p);
     }
     add(&cfg_name, config);
-    let manifest = serde_json::json!([{"Config": cfg_name, "RepoTags": tags, "Layers": layer_paths}]);
+    let manifest =
+        serde_json::json!([{"Config": cfg_name, "RepoTags": tags, "Layers": layer_paths}]);
     add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
     b.into_inner().unwrap()
 }
@@ -221,7 +272,8 @@ pub fn busybox_rootfs(dir: &Path) {
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::create_dir_all(dir.join("etc")).unwrap();
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed (scripts/setup.sh)");
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .expect("busybox-static is installed (scripts/setup.sh)");
     for a in ["sh", "ls", "cat", "echo", "true"] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).unwrap();
     }
