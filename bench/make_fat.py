@@ -41,7 +41,7 @@ for d in ["usr/bin", "usr/lib/x86_64-linux-gnu"]:
         if os.path.isfile(p) and not os.path.islink(p):
             mix += open(p, "rb").read()
         if len(mix) >= 100 << 20: break
-while len(mix) < 100 << 20: mix += mix
+while len(mix) < 100 << 20: mix += bytes(mix)
 l.file("data/binmix.bin", bytes(mix[:100 << 20]))
 l2 = l.done()
 

@@ -393,6 +393,9 @@ fn build_entry(
         Some(s) => s,
         None => parse_unsigned(&h[124..136], "size")?,
     };
+    if size > i64::MAX as u64 {
+        return Err(malformed("entry size out of range"));
+    }
     let size = if header_only(kind) { 0 } else { size };
     let id = |v: u64| u32::try_from(v).map_err(|_| malformed("uid/gid out of range"));
     let uid = id(match pax.uid {
@@ -796,7 +799,7 @@ impl<R: Read> Extractor<R> {
             rfs::chmodat(pfd, name, Mode::from_raw_mode(e.mode), AtFlags::empty())
                 .map_err(|er| self.ioe("chmod", canon, er))?;
         }
-        self.set_xattrs(XattrTarget::At(pfd, name, !chmod), &e.xattrs, canon)?;
+        self.set_xattrs(XattrTarget::At(pfd, name), &e.xattrs, canon)?;
         rfs::utimensat(pfd, name, &times(e), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|er| self.ioe("set times of", canon, er))?;
         Ok(())
@@ -814,7 +817,7 @@ impl<R: Read> Extractor<R> {
             }
             let r = match t {
                 XattrTarget::Fd(fd) => rfs::fsetxattr(fd, &k[..], v, XattrFlags::empty()),
-                XattrTarget::At(pfd, name, _) => {
+                XattrTarget::At(pfd, name) => {
                     let p = [
                         format!("/proc/self/fd/{}/", pfd.as_raw_fd()).as_bytes(),
                         name,
@@ -826,7 +829,8 @@ impl<R: Read> Extractor<R> {
             match r {
                 Ok(()) => {}
                 Err(Errno::NOTSUP) => {}
-                Err(Errno::PERM) if matches!(t, XattrTarget::At(_, _, true)) => {}
+                // user.* xattrs are not allowed on symlinks and special files.
+                Err(Errno::PERM) if matches!(t, XattrTarget::At(..)) => {}
                 Err(_) if k.as_slice() == b"security.selinux" => {}
                 Err(er) => return Err(self.ioe("set xattr on", canon, er)),
             }
@@ -1144,8 +1148,8 @@ impl<R: Read> Extractor<R> {
 #[derive(Clone, Copy)]
 enum XattrTarget<'a> {
     Fd(BorrowedFd<'a>),
-    /// (parent dir, name, is a symlink)
-    At(BorrowedFd<'a>, &'a [u8], bool),
+    /// (parent dir, name) of a symlink or special file
+    At(BorrowedFd<'a>, &'a [u8]),
 }
 
 #[cfg(test)]

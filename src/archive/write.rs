@@ -42,7 +42,7 @@ pub fn tar_directory(
         seen: HashMap::new(),
     };
     w.walk(fd.as_fd(), b"")?;
-    let mut bw = w.b.into_inner().map_err(|e| w_err(e))?;
+    let mut bw = w.b.into_inner().map_err(w_err)?;
     bw.flush().map_err(w_err)
 }
 
@@ -405,7 +405,7 @@ mod tests {
         fs::write(r.join("big"), vec![9u8; 300_000]).unwrap();
         fs::set_permissions(r.join("big"), fs::Permissions::from_mode(0o4755)).unwrap();
         rfs::chown(
-            &r.join("big"),
+            r.join("big"),
             Some(rfs::Uid::from_raw(3_000_000)),
             Some(rfs::Gid::from_raw(42)),
         )
@@ -415,7 +415,7 @@ mod tests {
         symlink("t".repeat(180), r.join("symlong")).unwrap();
         rfs::mknodat(
             rfs::CWD,
-            &r.join("null"),
+            r.join("null"),
             rfs::FileType::CharacterDevice,
             Mode::from_raw_mode(0o666),
             rfs::makedev(1, 3),
@@ -423,21 +423,21 @@ mod tests {
         .unwrap();
         rfs::mknodat(
             rfs::CWD,
-            &r.join("fifo"),
+            r.join("fifo"),
             rfs::FileType::Fifo,
             Mode::from_raw_mode(0o600),
             0,
         )
         .unwrap();
         rfs::setxattr(
-            &r.join("etc"),
+            r.join("etc"),
             "user.a",
             b"dir-attr",
             rfs::XattrFlags::empty(),
         )
         .unwrap();
         rfs::setxattr(
-            &r.join("etc/passwd"),
+            r.join("etc/passwd"),
             "user.b",
             b"file\0attr",
             rfs::XattrFlags::empty(),
@@ -501,7 +501,7 @@ mod tests {
         fs::create_dir(r.join("op")).unwrap();
         fs::write(r.join("op/kept"), b"k").unwrap();
         rfs::setxattr(
-            &r.join("op"),
+            r.join("op"),
             OVERLAY_OPAQUE_XATTR,
             b"y",
             rfs::XattrFlags::empty(),
@@ -509,7 +509,7 @@ mod tests {
         .unwrap();
         rfs::mknodat(
             rfs::CWD,
-            &r.join("gone"),
+            r.join("gone"),
             rfs::FileType::CharacterDevice,
             Mode::empty(),
             0,

@@ -624,6 +624,9 @@ mod tests {
         assert_eq!(m, home.join("c/merged"));
         assert!(d.is_mounted("c"));
         assert_eq!(d.mount("c").unwrap(), m, "mount is idempotent");
+        // Another driver instance (as another strata process would) sees the mount too.
+        assert!(Overlay::open(&home).unwrap().is_mounted("c"));
+        assert_eq!(Overlay::open(&home).unwrap().mount("c").unwrap(), m);
 
         // Reads see the lower layers, with upper layers winning.
         assert_eq!(read(&m.join("a.txt")), "a");

@@ -64,7 +64,10 @@ impl Driver for Vfs {
             Err(e) => return Err(DriverError::io("mkdir", &dir, e)),
         }
         match src {
-            Some((src, md)) => copy_tree(&src, &dir, &md),
+            Some((src, md)) => copy_tree(&src, &dir, &md).inspect_err(|_| {
+                // Don't leave a partial copy behind (a crash still can; remove() handles it).
+                let _ = fsutil::remove_all(&dir);
+            }),
             None => {
                 std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
                     .map_err(|e| DriverError::io("chmod", &dir, e))
