@@ -8,7 +8,7 @@ RUNS=${RUNS:-3}
 FIX=${FIX:-/var/tmp/strata-bench}
 QUIET=${QUIET:-15}
 ./bench/make-fixtures.sh >/dev/null
-cargo build --release -q
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q
 S=$PWD/target/release/strata
 ROOT=/var/tmp/strata-bench-root
 MB=$(( $(stat -c %s "$FIX/fat.tar") / 1000000 ))

@@ -631,8 +631,12 @@ impl<R: Read> Extractor<R> {
         }
         let path = clean_path(&e.path)?;
         let (dir, name) = split_last(&path);
-        if e.kind == b'0' {
-            self.size += e.size;
+        // Docker (overlay2) reports a layer's size as the bytes of its unpacked files:
+        // regular file content plus symlink targets (st_size of a symlink).
+        match e.kind {
+            b'0' => self.size += e.size,
+            b'2' => self.size += e.link.len() as u64,
+            _ => {}
         }
         if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
             if name == WHITEOUT_OPAQUE {
@@ -1606,7 +1610,7 @@ mod tests {
         let (a, _) = s.apply(&t, WhiteoutFormat::Overlay).unwrap();
         assert_eq!(a.diff_id, crate::digest::Digest::of(&t));
         assert_eq!(a.tar_bytes, t.len() as u64);
-        assert_eq!(a.size, 3005);
+        assert_eq!(a.size, 3006, "3005 file bytes + the 1-byte symlink target");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 pub use compression::{Compression, decompress};
 pub use extract::apply_layer;
 pub use tarsplit::reassemble;
-pub use write::tar_directory;
+pub use write::{tar_changes, tar_directory};
 
 /// How whiteouts (`.wh.NAME`, `.wh..wh..opq`) in a layer tar are represented on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,8 @@ pub enum WhiteoutFormat {
 pub struct AppliedLayer {
     /// sha256 of the whole uncompressed stream, read to EOF (Docker's diffID).
     pub diff_id: Digest,
-    /// Sum of the sizes of the regular files in the tar (what Docker reports as layer size).
+    /// Bytes of regular file content plus symlink targets: what Docker's overlay2 reports as
+    /// the layer's size (the st_size sum of its unpacked files).
     pub size: u64,
     /// Bytes of uncompressed tar consumed.
     pub tar_bytes: u64,
