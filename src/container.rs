@@ -47,6 +47,23 @@ pub struct RunConfig {
     pub working_dir: String,
     #[serde(default)]
     pub user: String,
+    /// Run options (`strata create/run`); absent in records made before them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open_stdin: bool,
+    /// `host` (default) or `none`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
+    /// `--log-opt` values for the json-file log (`max-size=…`, `max-file=…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_opts: Vec<String>,
+    /// `--rm`: remove the container when it exits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
+    /// An external OCI runtime binary (`--runtime`); empty: the embedded one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub runtime: String,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +93,9 @@ pub struct NewContainer<'a> {
 pub struct ContainerStore<'a> {
     pub meta: &'a Meta,
     pub driver: &'a dyn Driver,
+    /// The store root, when known: `remove` then also deletes `ROOT/containers/<id>/`
+    /// (runtime state, logs, bundle).
+    root: Option<PathBuf>,
 }
 
 const COLS: &str =
@@ -150,7 +170,27 @@ fn random_name() -> String {
 
 impl<'a> ContainerStore<'a> {
     pub fn new(meta: &'a Meta, driver: &'a dyn Driver) -> Self {
-        ContainerStore { meta, driver }
+        ContainerStore {
+            meta,
+            driver,
+            root: None,
+        }
+    }
+
+    pub fn with_root(mut self, root: &std::path::Path) -> Self {
+        self.root = Some(root.to_path_buf());
+        self
+    }
+
+    /// Record the container's state word (`created`, `running`, `exited`), as `ps` filters on it.
+    pub fn set_state(&self, id: &str, state: &str) -> Result<(), ContainerError> {
+        self.meta.write(|tx| -> Result<(), ContainerError> {
+            tx.execute(
+                "UPDATE containers SET state=?2 WHERE id=?1",
+                params![id, state],
+            )?;
+            Ok(())
+        })
     }
 
     /// Create the writable layer, then the record. A crash between the two leaves a driver
@@ -333,6 +373,15 @@ impl<'a> ContainerStore<'a> {
             Ok(())
         })?;
         self.driver.remove(&c.cache_id)?;
+        if let Some(root) = &self.root {
+            let dir = root.join("containers").join(&c.id);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(DriverError::io("removing", dir, e).into());
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 }

@@ -171,6 +171,16 @@ impl<'a> LayerStore<'a> {
     /// ones. On overlay the missing layers are unpacked in parallel (each is independent on
     /// disk); on vfs in order (each starts as a copy of its parent).
     pub fn ingest_chain(&self, sources: Vec<LayerSource>) -> Result<Vec<Layer>, LayerError> {
+        self.ingest_chain_limited(sources, None)
+    }
+
+    /// `ingest_chain` with at most `max_parallel` layers opened and unpacked at once (pull's
+    /// `--max-concurrent-downloads`); None: one per CPU.
+    pub fn ingest_chain_limited(
+        &self,
+        sources: Vec<LayerSource>,
+        max_parallel: Option<usize>,
+    ) -> Result<Vec<Layer>, LayerError> {
         let _gc = self.gc_guard()?;
         let diff_ids: Vec<Digest> = sources.iter().map(|s| s.diff_id.clone()).collect();
         let chains = chain_ids(&diff_ids);
@@ -219,9 +229,13 @@ impl<'a> LayerStore<'a> {
             return Ok(out.into_iter().map(|l| l.expect("present")).collect());
         }
         // Phase 2 (overlay): unpack in parallel, bounded by the CPU count.
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
+        let threads = max_parallel
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
+            .max(1)
             .min(work.len());
         let queue =
             std::sync::Mutex::new(work.into_iter().collect::<std::collections::VecDeque<_>>());

@@ -54,6 +54,28 @@ CREATE TABLE IF NOT EXISTS refs (
   kind      TEXT NOT NULL  -- 'tag' or 'digest'
 );
 CREATE INDEX IF NOT EXISTS refs_image ON refs(image_id);
+-- registry side (engine::pull/push): the compressed blob each layer (by diffID) was pulled
+-- as or pushed as (kept in the content store), the repositories a blob is known to be in
+-- (cross-repository mounts), and the original manifests/indexes of an image.
+CREATE TABLE IF NOT EXISTS layer_blobs (
+  diff_id     TEXT NOT NULL,
+  blob        TEXT NOT NULL,
+  media_type  TEXT NOT NULL,
+  size        INTEGER NOT NULL,
+  PRIMARY KEY (diff_id, blob)
+);
+CREATE TABLE IF NOT EXISTS blob_sources (
+  blob        TEXT NOT NULL,
+  registry    TEXT NOT NULL,
+  repository  TEXT NOT NULL,
+  PRIMARY KEY (blob, registry, repository)
+);
+CREATE TABLE IF NOT EXISTS image_manifests (
+  image_id    TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  manifest    TEXT NOT NULL,
+  media_type  TEXT NOT NULL,
+  PRIMARY KEY (image_id, manifest)
+);
 CREATE TABLE IF NOT EXISTS containers (
   id          TEXT PRIMARY KEY,
   name        TEXT NOT NULL UNIQUE,

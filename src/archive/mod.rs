@@ -19,7 +19,7 @@ use std::path::PathBuf;
 pub use compression::{Compression, decompress};
 pub use extract::apply_layer;
 pub use tarsplit::reassemble;
-pub use write::tar_directory;
+pub use write::{tar_changes, tar_directory};
 
 /// How whiteouts (`.wh.NAME`, `.wh..wh..opq`) in a layer tar are represented on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -46,6 +46,76 @@ pub fn tar_directory(
     bw.flush().map_err(w_err)
 }
 
+/// Writes a layer tar of the listed changes of the tree under `dir` (as Docker's
+/// `ExportChanges`, for drivers without an upper directory): each `(path, false)` (added or
+/// changed, relative, no leading `/`) as its own entry, a directory without its contents
+/// (those are listed themselves); each `(path, true)` (deleted) as a `.wh.NAME` whiteout.
+/// Parents must come before their children. Paths are resolved inside `dir`
+/// (`RESOLVE_IN_ROOT`), so a symlink swapped in meanwhile cannot lead outside it.
+pub fn tar_changes(
+    dir: &Path,
+    changes: &[(Vec<u8>, bool)],
+    out: impl Write,
+) -> Result<(), ArchiveError> {
+    let root = rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ArchiveError::io("open", dir, e.into()))?;
+    let mut w = Writer {
+        b: tar::Builder::new(io::BufWriter::with_capacity(256 << 10, out)),
+        root: dir.to_path_buf(),
+        overlay: false,
+        seen: HashMap::new(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut cached: Option<(Vec<u8>, OwnedFd)> = None;
+    for (path, deleted) in changes {
+        let (parent, name) = match path.iter().rposition(|&c| c == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&b""[..], &path[..]),
+        };
+        if name.is_empty() {
+            continue;
+        }
+        if *deleted {
+            let mut h = Header::new_gnu();
+            h.set_entry_type(EntryType::Regular);
+            h.set_mode(0o600);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(now);
+            h.set_size(0);
+            let wh = join(parent, &[WHITEOUT_PREFIX, name].concat());
+            w.entry(h, &wh, None, &[], io::empty())?;
+            continue;
+        }
+        if parent.is_empty() {
+            w.entry_of(root.as_fd(), b"", name, false)?;
+            continue;
+        }
+        if cached.as_ref().is_none_or(|(p, _)| p != parent) {
+            let fd = rfs::openat2(
+                root.as_fd(),
+                parent,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                rfs::ResolveFlags::IN_ROOT | rfs::ResolveFlags::NO_MAGICLINKS,
+            )
+            .map_err(|e| w.ioe("open", parent, e))?;
+            cached = Some((parent.to_vec(), fd));
+        }
+        let (p, fd) = cached.as_ref().expect("just set");
+        w.entry_of(fd.as_fd(), p, name, false)?;
+    }
+    let mut bw = w.b.into_inner().map_err(w_err)?;
+    bw.flush().map_err(w_err)
+}
+
 fn w_err(e: io::Error) -> ArchiveError {
     ArchiveError::io("write tar", "<output>", e)
 }
@@ -206,109 +276,124 @@ impl<W: Write> Writer<W> {
         let mut children = list_dir(dir).map_err(|e| self.ioe("read directory", prefix, e))?;
         children.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, _) in children {
-            let path = join(prefix, &name);
-            let st = match rfs::statat(dir, &name[..], AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(self.ioe("stat", &path, e)),
-            };
-            let ft = FileType::from_raw_mode(st.st_mode);
-            let mut h = Header::new_gnu();
-            h.set_mode(st.st_mode & 0o7777);
-            h.set_uid(u64::from(st.st_uid));
-            h.set_gid(u64::from(st.st_gid));
-            h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
-            h.set_size(0);
-            if self.overlay && ft == FileType::CharacterDevice && st.st_rdev == 0 {
-                h.set_entry_type(EntryType::Regular);
-                h.set_mode(0o600);
-                let wh = join(prefix, &[WHITEOUT_PREFIX, &name[..]].concat());
-                self.entry(h, &wh, None, &[], io::empty())?;
-                continue;
+            self.entry_of(dir, prefix, &name, true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the entry for `name` in `dir` (whose path in the tar is `prefix`) and, when
+    /// `recurse`, everything below it.
+    fn entry_of(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        prefix: &[u8],
+        name: &[u8],
+        recurse: bool,
+    ) -> Result<(), ArchiveError> {
+        let path = join(prefix, &name);
+        let st = match rfs::statat(dir, &name[..], AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(self.ioe("stat", &path, e)),
+        };
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let mut h = Header::new_gnu();
+        h.set_mode(st.st_mode & 0o7777);
+        h.set_uid(u64::from(st.st_uid));
+        h.set_gid(u64::from(st.st_gid));
+        h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
+        h.set_size(0);
+        if self.overlay && ft == FileType::CharacterDevice && st.st_rdev == 0 {
+            h.set_entry_type(EntryType::Regular);
+            h.set_mode(0o600);
+            let wh = join(prefix, &[WHITEOUT_PREFIX, &name[..]].concat());
+            self.entry(h, &wh, None, &[], io::empty())?;
+            return Ok(());
+        }
+        if ft == FileType::Socket {
+            return Ok(());
+        }
+        let xattrs =
+            read_xattrs(dir, &name).map_err(|e| self.ioe("read xattrs of", &path, e))?;
+        if ft != FileType::Directory && st.st_nlink > 1 {
+            let key = (st.st_dev, st.st_ino);
+            if let Some(first) = self.seen.get(&key).cloned() {
+                h.set_entry_type(EntryType::Link);
+                self.entry(h, &path, Some(&first), &[], io::empty())?;
+                return Ok(());
             }
-            if ft == FileType::Socket {
-                continue;
-            }
-            let xattrs =
-                read_xattrs(dir, &name).map_err(|e| self.ioe("read xattrs of", &path, e))?;
-            if ft != FileType::Directory && st.st_nlink > 1 {
-                let key = (st.st_dev, st.st_ino);
-                if let Some(first) = self.seen.get(&key).cloned() {
-                    h.set_entry_type(EntryType::Link);
-                    self.entry(h, &path, Some(&first), &[], io::empty())?;
-                    continue;
-                }
-                self.seen.insert(key, path.clone());
-            }
-            match ft {
-                FileType::Directory => {
-                    h.set_entry_type(EntryType::Directory);
-                    let dpath = [&path[..], b"/"].concat();
-                    self.entry(h.clone(), &dpath, None, &xattrs, io::empty())?;
-                    let sub: OwnedFd = rfs::openat(
-                        dir,
-                        &name[..],
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(|e| self.ioe("open", &path, e))?;
-                    if self.overlay {
-                        let opaque =
-                            get_xattr(&proc_path(dir, &name), OVERLAY_OPAQUE_XATTR.as_bytes())
-                                .map_err(|e| self.ioe("read xattrs of", &path, e))?;
-                        if opaque.as_deref() == Some(b"y") {
-                            h.set_entry_type(EntryType::Regular);
-                            h.set_mode(st.st_mode & 0o777);
-                            let wh = join(&path, WHITEOUT_OPAQUE);
-                            self.entry(h, &wh, None, &[], io::empty())?;
-                        }
+            self.seen.insert(key, path.clone());
+        }
+        match ft {
+            FileType::Directory => {
+                h.set_entry_type(EntryType::Directory);
+                let dpath = [&path[..], b"/"].concat();
+                self.entry(h.clone(), &dpath, None, &xattrs, io::empty())?;
+                let sub: OwnedFd = rfs::openat(
+                    dir,
+                    &name[..],
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.ioe("open", &path, e))?;
+                if self.overlay {
+                    let opaque =
+                        get_xattr(&proc_path(dir, &name), OVERLAY_OPAQUE_XATTR.as_bytes())
+                            .map_err(|e| self.ioe("read xattrs of", &path, e))?;
+                    if opaque.as_deref() == Some(b"y") {
+                        h.set_entry_type(EntryType::Regular);
+                        h.set_mode(st.st_mode & 0o777);
+                        let wh = join(&path, WHITEOUT_OPAQUE);
+                        self.entry(h, &wh, None, &[], io::empty())?;
                     }
+                }
+                if recurse {
                     self.walk(sub.as_fd(), &path)?;
                 }
-                FileType::RegularFile => {
-                    let fd = rfs::openat(
-                        dir,
-                        &name[..],
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(|e| self.ioe("open", &path, e))?;
-                    let size = st.st_size as u64;
-                    h.set_entry_type(EntryType::Regular);
-                    h.set_size(size);
-                    self.entry(
-                        h,
-                        &path,
-                        None,
-                        &xattrs,
-                        Exact {
-                            inner: File::from(fd),
-                            left: size,
-                        },
-                    )?;
-                }
-                FileType::Symlink => {
-                    let target = rfs::readlinkat(dir, &name[..], Vec::new())
-                        .map_err(|e| self.ioe("readlink", &path, e))?;
-                    h.set_entry_type(EntryType::Symlink);
-                    self.entry(h, &path, Some(target.as_bytes()), &xattrs, io::empty())?;
-                }
-                FileType::CharacterDevice | FileType::BlockDevice => {
-                    h.set_entry_type(if ft == FileType::CharacterDevice {
-                        EntryType::Char
-                    } else {
-                        EntryType::Block
-                    });
-                    h.set_device_major(rfs::major(st.st_rdev)).map_err(w_err)?;
-                    h.set_device_minor(rfs::minor(st.st_rdev)).map_err(w_err)?;
-                    self.entry(h, &path, None, &xattrs, io::empty())?;
-                }
-                FileType::Fifo => {
-                    h.set_entry_type(EntryType::Fifo);
-                    self.entry(h, &path, None, &xattrs, io::empty())?;
-                }
-                _ => {}
             }
+            FileType::RegularFile => {
+                let fd = rfs::openat(
+                    dir,
+                    &name[..],
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.ioe("open", &path, e))?;
+                let size = st.st_size as u64;
+                h.set_entry_type(EntryType::Regular);
+                h.set_size(size);
+                self.entry(
+                    h,
+                    &path,
+                    None,
+                    &xattrs,
+                    Exact {
+                        inner: File::from(fd),
+                        left: size,
+                    },
+                )?;
+            }
+            FileType::Symlink => {
+                let target = rfs::readlinkat(dir, &name[..], Vec::new())
+                    .map_err(|e| self.ioe("readlink", &path, e))?;
+                h.set_entry_type(EntryType::Symlink);
+                self.entry(h, &path, Some(target.as_bytes()), &xattrs, io::empty())?;
+            }
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                h.set_entry_type(if ft == FileType::CharacterDevice {
+                    EntryType::Char
+                } else {
+                    EntryType::Block
+                });
+                h.set_device_major(rfs::major(st.st_rdev)).map_err(w_err)?;
+                h.set_device_minor(rfs::minor(st.st_rdev)).map_err(w_err)?;
+                self.entry(h, &path, None, &xattrs, io::empty())?;
+            }
+            FileType::Fifo => {
+                h.set_entry_type(EntryType::Fifo);
+                self.entry(h, &path, None, &xattrs, io::empty())?;
+            }
+            _ => {}
         }
         Ok(())
     }

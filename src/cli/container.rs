@@ -16,6 +16,8 @@ pub struct CreateArgs {
     /// Assign a name to the container
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    run: super::run::RunOpts,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
@@ -68,6 +70,9 @@ pub struct PsArgs {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
+    /// Display total file sizes
+    #[arg(short, long)]
+    size: bool,
     /// Output format: table or json
     #[arg(long, default_value = "table")]
     format: String,
@@ -83,6 +88,10 @@ pub enum ContainerCmd {
     #[command(alias = "ps", alias = "list")]
     Ls(PsArgs),
     Inspect(super::system::InspectArgs),
+    Diff(super::containerfs::DiffArgs),
+    Commit(super::containerfs::CommitArgs),
+    Cp(super::containerfs::CpArgs),
+    Prune(super::containerfs::PruneArgs),
 }
 
 pub fn container_cmd(cli: &Cli, c: &ContainerCmd) -> Result<i32> {
@@ -93,7 +102,12 @@ pub fn container_cmd(cli: &Cli, c: &ContainerCmd) -> Result<i32> {
         ContainerCmd::Export(a) => export(cli, a),
         ContainerCmd::Rm(a) => rm(cli, a),
         ContainerCmd::Ls(a) => ps(cli, a),
+        ContainerCmd::Inspect(a) if a.size => super::system::inspect(cli, a),
         ContainerCmd::Inspect(a) => inspect_containers(cli, &a.names),
+        ContainerCmd::Diff(a) => super::containerfs::diff(cli, a),
+        ContainerCmd::Commit(a) => super::containerfs::commit(cli, a),
+        ContainerCmd::Cp(a) => super::containerfs::cp(cli, a),
+        ContainerCmd::Prune(a) => super::containerfs::prune(cli, a),
     }
 }
 
@@ -103,16 +117,13 @@ pub fn create(cli: &Cli, a: &CreateArgs) -> Result<i32> {
         &engine,
         a.name.as_deref(),
         &a.image,
-        RunConfig {
-            cmd: a.cmd.clone(),
-            ..Default::default()
-        },
+        a.run.to_config(&a.cmd)?,
     )?;
     println!("{}", c.id);
     Ok(0)
 }
 
-fn create_container(
+pub(super) fn create_container(
     engine: &Engine,
     name: Option<&str>,
     image: &str,
@@ -196,6 +207,8 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<i32> {
     for name in &a.containers {
         let r = (|| -> Result<()> {
             let c = engine.containers().get(name)?;
+            strata::engine::run::prepare_remove(&engine, &c, a.force)?;
+            let c = engine.containers().get(name)?;
             if c.mounts > 0 && !a.force {
                 bail!("container {name} is mounted; unmount it first or use -f");
             }
@@ -241,9 +254,7 @@ fn command_of(c: &Container, engine: &Engine) -> String {
 
 pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
     let engine = cli.engine()?;
-    let list: Vec<Container> = engine
-        .containers()
-        .list()?
+    let list: Vec<Container> = strata::engine::run::refresh(&engine, engine.containers().list()?)
         .into_iter()
         .filter(|c| a.all || c.state == "running")
         .collect();
@@ -261,9 +272,11 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let status = |c: &Container| match c.state.as_str() {
-        "created" => "Created".to_string(),
-        s => s.to_string(),
+    let status = |c: &Container| super::run::status_text(&engine.root, c);
+    let sizes = if a.size {
+        super::containerfs::ps_sizes(&engine, &list)?
+    } else {
+        Default::default()
     };
     if a.format == "json" || a.format == "{{json .}}" {
         for c in &list {
@@ -273,7 +286,7 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
                 "{}",
                 json!({"Command": format!("{:?}", ellipsis(&cmd, 20)), "CreatedAt": c.created, "ID": id_of(c), "Image": c.image_ref,
                        "Labels": "", "LocalVolumes": "0", "Mounts": "", "Names": c.name, "Networks": "", "Ports": "",
-                       "RunningFor": ago(&c.created), "State": c.state, "Status": status(c)})
+                       "RunningFor": ago(&c.created), "Size": sizes.get(&c.id).map_or("0B", String::as_str), "State": c.state, "Status": status(c)})
             )?;
         }
         return Ok(0);
@@ -291,6 +304,9 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
         .map(String::from)
         .to_vec(),
     ];
+    if a.size {
+        rows[0].push("SIZE".into());
+    }
     for c in &list {
         let cmd = command_of(c, &engine);
         let cmd = if a.no_trunc { cmd } else { ellipsis(&cmd, 20) };
@@ -303,6 +319,9 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
             String::new(),
             c.name.clone(),
         ]);
+        if let Some(s) = sizes.get(&c.id) {
+            rows.last_mut().expect("a row").push(s.clone());
+        }
     }
     table(&mut out, &rows)?;
     Ok(0)
@@ -318,8 +337,7 @@ pub fn container_json(engine: &Engine, c: &Container) -> serde_json::Value {
         "Created": c.created,
         "Path": c.config.cmd.first().cloned().unwrap_or_default(),
         "Args": c.config.cmd.iter().skip(1).collect::<Vec<_>>(),
-        "State": {"Status": c.state, "Running": c.state == "running", "Paused": false, "Restarting": false,
-                  "OOMKilled": false, "Dead": false, "Pid": 0, "ExitCode": 0},
+        "State": super::run::state_json(engine, c),
         "Image": c.image_id.to_string(),
         "Name": format!("/{}", c.name),
         "Driver": engine.driver.name(),

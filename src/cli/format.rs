@@ -3,8 +3,14 @@
 
 use std::io::{self, Write};
 
-/// Docker's `units.HumanSizeWithPrecision(size, 3)`.
+/// Docker's `units.HumanSizeWithPrecision(size, 3)` (`ps`, `images`).
 pub fn human_size(bytes: u64) -> String {
+    human_size_prec(bytes, 3)
+}
+
+/// Docker's `units.HumanSizeWithPrecision(size, precision)`; `units.HumanSize` (`system df`,
+/// prune totals) is precision 4: `335.2MB`.
+pub fn human_size_prec(bytes: u64, precision: i32) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     let mut size = bytes as f64;
     let mut i = 0;
@@ -12,17 +18,17 @@ pub fn human_size(bytes: u64) -> String {
         size /= 1000.0;
         i += 1;
     }
-    format!("{}{}", go_g3(size), UNITS[i])
+    format!("{}{}", go_g(size, precision.max(1)), UNITS[i])
 }
 
-/// Go's `%.3g` for the non-negative values sizes produce.
-fn go_g3(v: f64) -> String {
+/// Go's `%.{p}g` for the non-negative values sizes produce.
+fn go_g(v: f64, p: i32) -> String {
     if v == 0.0 {
         return "0".into();
     }
     let exp = v.log10().floor() as i32;
     let rounded = {
-        let scale = 10f64.powi(2 - exp);
+        let scale = 10f64.powi(p - 1 - exp);
         (v * scale).round() / scale
     };
     let exp = if rounded >= 10f64.powi(exp + 1) {
@@ -30,14 +36,18 @@ fn go_g3(v: f64) -> String {
     } else {
         exp
     };
-    if exp >= 3 {
+    if exp >= p {
         return format!(
             "{}e+{:02}",
-            trim_zeros(&format!("{:.2}", rounded / 10f64.powi(exp))),
+            trim_zeros(&format!(
+                "{:.*}",
+                (p - 1) as usize,
+                rounded / 10f64.powi(exp)
+            )),
             exp
         );
     }
-    let decimals = (2 - exp).max(0) as usize;
+    let decimals = (p - 1 - exp).max(0) as usize;
     trim_zeros(&format!("{rounded:.decimals$}"))
 }
 
@@ -142,6 +152,17 @@ mod tests {
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(157_300_000), "157MB");
         assert_eq!(human_size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn sizes_with_precision_4_like_docker_df() {
+        assert_eq!(human_size_prec(335_200_000, 4), "335.2MB");
+        assert_eq!(human_size_prec(3_145_728, 4), "3.146MB");
+        assert_eq!(human_size_prec(1_984_000, 4), "1.984MB");
+        assert_eq!(human_size_prec(164, 4), "164B");
+        assert_eq!(human_size_prec(0, 4), "0B");
+        assert_eq!(human_size_prec(166_970_000, 4), "167MB");
+        assert_eq!(human_size_prec(3_147_724, 3), "3.15MB");
     }
 
     #[test]

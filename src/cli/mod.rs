@@ -1,8 +1,11 @@
 //! Command-line parsing and dispatch: one file per command group.
 
 mod container;
+mod containerfs;
 mod format;
 mod image;
+mod registry;
+mod run;
 mod system;
 
 use anyhow::Result;
@@ -29,7 +32,6 @@ pub struct Cli {
     /// Storage driver: overlay or vfs (default: overlay where the filesystem supports it)
     #[arg(
         long = "storage-driver",
-        short = 's',
         global = true,
         env = "STRATA_STORAGE_DRIVER"
     )]
@@ -59,6 +61,23 @@ enum Command {
     /// Manage containers
     #[command(subcommand)]
     Container(container::ContainerCmd),
+    Diff(containerfs::DiffArgs),
+    Commit(containerfs::CommitArgs),
+    Cp(containerfs::CpArgs),
+    Run(run::RunArgs),
+    Start(run::StartArgs),
+    Stop(run::StopArgs),
+    Kill(run::KillArgs),
+    Restart(run::RestartArgs),
+    Wait(run::WaitArgs),
+    Exec(run::ExecArgs),
+    Logs(run::LogsArgs),
+    #[command(name = "__monitor", hide = true)]
+    Monitor(run::MonitorCmdArgs),
+    Pull(registry::PullArgs),
+    Push(registry::PushArgs),
+    Login(registry::LoginArgs),
+    Logout(registry::LogoutArgs),
     Inspect(system::InspectArgs),
     Info(system::InfoArgs),
     /// Manage the store
@@ -106,6 +125,22 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Rm(a) => container::rm(cli, a),
         Command::Ps(a) => container::ps(cli, a),
         Command::Container(c) => container::container_cmd(cli, c),
+        Command::Diff(a) => containerfs::diff(cli, a),
+        Command::Commit(a) => containerfs::commit(cli, a),
+        Command::Cp(a) => containerfs::cp(cli, a),
+        Command::Run(a) => run::run(cli, a),
+        Command::Start(a) => run::start(cli, a),
+        Command::Stop(a) => run::stop(cli, a),
+        Command::Kill(a) => run::kill(cli, a),
+        Command::Restart(a) => run::restart(cli, a),
+        Command::Wait(a) => run::wait(cli, a),
+        Command::Exec(a) => run::exec(cli, a),
+        Command::Logs(a) => run::logs(cli, a),
+        Command::Monitor(a) => run::monitor(cli, a),
+        Command::Pull(a) => registry::pull(cli, a),
+        Command::Push(a) => registry::push(cli, a),
+        Command::Login(a) => registry::login(cli, a),
+        Command::Logout(a) => registry::logout(cli, a),
         Command::Inspect(a) => system::inspect(cli, a),
         Command::Info(a) => system::info(cli, a),
         Command::System(c) => system::system_cmd(cli, c),

@@ -4,6 +4,7 @@
 //! cache-id (never a digest, as Docker since 1.10) and a parent cache-id; it knows nothing
 //! of images, tars or the metadata store.
 
+pub mod changes;
 mod fsutil;
 pub mod overlay;
 pub mod vfs;
@@ -84,6 +85,16 @@ pub trait Driver: Send + Sync {
     fn metadata(&self, id: &str) -> Vec<(String, String)>;
     /// All cache-ids present on disk, for finding leftovers of interrupted operations.
     fn list(&self) -> Result<Vec<String>, DriverError>;
+    /// What layer `id` changed relative to its parent layer `parent` (`docker diff`). The
+    /// default compares the two full trees (drivers whose layers are full copies, as vfs).
+    fn changes(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+    ) -> Result<Vec<changes::Change>, DriverError> {
+        let p = parent.map(|p| self.diff_dir(p));
+        changes::tree_changes(&self.diff_dir(id), p.as_deref())
+    }
 }
 
 /// Which driver a root uses when the user does not say: overlay where the backing filesystem

@@ -499,6 +499,16 @@ impl Driver for Overlay {
         out
     }
 
+    /// Walks only the upper (diff) directory, looking up the lowers per directory.
+    fn changes(
+        &self,
+        id: &str,
+        _parent: Option<&str>,
+    ) -> Result<Vec<super::changes::Change>, DriverError> {
+        Self::check_id(id)?;
+        super::changes::overlay_changes(&self.diff_dir(id), &self.lower_dirs(id)?)
+    }
+
     fn list(&self) -> Result<Vec<String>, DriverError> {
         let rd =
             std::fs::read_dir(&self.home).map_err(|e| DriverError::io("readdir", &self.home, e))?;

@@ -5,10 +5,16 @@
 //! it takes it exclusively for a moment and removes what interrupted processes left behind
 //! (temp files, driver dirs no record names, layers and blobs nothing references).
 
+pub mod commit;
+pub mod copy;
+pub mod df;
 pub mod fsck;
 pub mod import;
 pub mod load;
+pub mod pull;
+pub mod push;
 pub mod remove;
+pub mod run;
 pub mod save;
 
 use crate::container::{ContainerError, ContainerStore};
@@ -44,6 +50,8 @@ pub enum EngineError {
     Invalid(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 impl From<rusqlite::Error> for EngineError {
@@ -145,7 +153,7 @@ impl Engine {
         ImageStore::new(&self.meta, &self.content)
     }
     pub fn containers(&self) -> ContainerStore<'_> {
-        ContainerStore::new(&self.meta, self.driver.as_ref())
+        ContainerStore::new(&self.meta, self.driver.as_ref()).with_root(&self.root)
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
@@ -188,7 +196,9 @@ impl Engine {
         }
         let mut referenced: HashSet<String> = HashSet::new();
         let mut st = self.meta.conn().prepare(
-            "SELECT id FROM images UNION SELECT manifest FROM images WHERE manifest IS NOT NULL",
+            "SELECT id FROM images UNION SELECT manifest FROM images WHERE manifest IS NOT NULL
+             UNION SELECT manifest FROM image_manifests
+             UNION SELECT blob FROM layer_blobs WHERE diff_id IN (SELECT diff_id FROM layers)",
         )?;
         for r in st.query_map([], |r| r.get::<_, String>(0))? {
             referenced.insert(r?);

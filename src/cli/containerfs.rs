@@ -1,0 +1,510 @@
+//! Container filesystem commands: `diff`, `commit`, `cp`, `container prune`, `system df`, and
+//! the SIZE of `ps -s` / `inspect --size`. The work is in `strata::engine::{commit, copy, df}`.
+
+use super::Cli;
+use super::format::{ago, ellipsis, human_size, human_size_prec, table};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use strata::container::Container;
+use strata::engine::Engine;
+use strata::engine::commit::CommitOptions;
+use strata::image::Reference;
+
+/// Inspect changes to files or directories on a container's filesystem
+#[derive(Args)]
+pub struct DiffArgs {
+    container: String,
+}
+
+/// Create a new image from a container's changes
+#[derive(Args)]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short, long)]
+    author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short, long)]
+    change: Vec<String>,
+    /// Commit message
+    #[arg(short, long)]
+    message: Option<String>,
+    container: String,
+    /// REPOSITORY[:TAG]
+    reference: Option<String>,
+}
+
+/// Copy files/folders between a container and the local filesystem
+///
+/// Use CONTAINER:PATH for the container side; the other side is a host path.
+#[derive(Args)]
+pub struct CpArgs {
+    src: String,
+    dest: String,
+}
+
+/// Remove all stopped containers
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+/// Show docker disk usage
+#[derive(Args)]
+pub struct DfArgs {
+    /// Show detailed information on space usage
+    #[arg(short, long)]
+    verbose: bool,
+    /// Output format: table or json
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+pub fn diff(cli: &Cli, a: &DiffArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let c = engine.containers().get(&a.container)?;
+    let changes = engine
+        .container_changes(&c)
+        .with_context(|| format!("container {}", a.container))?;
+    let mut out = std::io::stdout().lock();
+    for ch in changes {
+        writeln!(out, "{ch}")?;
+    }
+    Ok(0)
+}
+
+pub fn commit(cli: &Cli, a: &CommitArgs) -> Result<i32> {
+    let reference = a
+        .reference
+        .as_deref()
+        .map(Reference::parse_tagged)
+        .transpose()?;
+    let engine = cli.engine()?;
+    let c = engine.containers().get(&a.container)?;
+    let id = engine
+        .commit(
+            &c,
+            &CommitOptions {
+                message: a.message.as_deref(),
+                author: a.author.as_deref(),
+                changes: &a.change,
+                name: reference.as_ref(),
+            },
+        )
+        .with_context(|| format!("committing container {}", a.container))?;
+    println!("{id}");
+    Ok(0)
+}
+
+/// Docker's `splitCpArg`: `NAME:PATH` names a container unless the argument is a local path
+/// (absolute, or starting with `.`).
+fn split_cp_arg(arg: &str) -> (Option<&str>, &str) {
+    if arg.starts_with('/') || arg.starts_with('.') {
+        return (None, arg);
+    }
+    match arg.split_once(':') {
+        Some((c, p)) if !c.is_empty() => (Some(c), p),
+        _ => (None, arg),
+    }
+}
+
+pub fn cp(cli: &Cli, a: &CpArgs) -> Result<i32> {
+    if a.src == "-" || a.dest == "-" {
+        bail!("cp: tar streams on stdin/stdout (\"-\") are not supported; use a path");
+    }
+    let (sc, sp) = split_cp_arg(&a.src);
+    let (dc, dp) = split_cp_arg(&a.dest);
+    match (sc, dc) {
+        (Some(_), Some(_)) => bail!("copying between containers is not supported"),
+        (None, None) => bail!("must specify at least one container source"),
+        (Some(name), None) => {
+            let engine = cli.engine()?;
+            let c = engine.containers().get(name)?;
+            let sp = if sp.is_empty() { "/" } else { sp };
+            engine
+                .copy_from_container(&c, sp, Path::new(dp))
+                .with_context(|| format!("copying {} to {dp}", a.src))?;
+        }
+        (None, Some(name)) => {
+            let engine = cli.engine()?;
+            let c = engine.containers().get(name)?;
+            let dp = if dp.is_empty() { "/" } else { dp };
+            engine
+                .copy_to_container(Path::new(sp), &c, dp)
+                .with_context(|| format!("copying {sp} to {}", a.dest))?;
+        }
+    }
+    Ok(0)
+}
+
+fn confirm(what: &str) -> Result<bool> {
+    eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
+    if !a.force && !confirm("all stopped containers")? {
+        return Ok(0);
+    }
+    let engine = cli.engine()?;
+    let list = strata::engine::run::refresh(&engine, engine.containers().list()?);
+    // Mounted by `strata mount`: someone is using its files; leave it (rm -f removes it).
+    let stopped: Vec<Container> = list
+        .into_iter()
+        .filter(|c| c.state != "running" && c.mounts == 0)
+        .collect();
+    let sizes = engine.container_sizes(&stopped);
+    let mut deleted = Vec::new();
+    let mut freed = 0u64;
+    let mut code = 0;
+    for (c, size) in stopped.iter().zip(sizes) {
+        let r = (|| -> Result<()> {
+            strata::engine::run::prepare_remove(&engine, c, false)?;
+            let c = engine.containers().get(&c.id)?;
+            if c.mounts > 0 {
+                return Ok(());
+            }
+            if engine.driver.is_mounted(&c.cache_id) {
+                engine.containers().unmount(&c, true)?;
+            }
+            engine.containers().remove(&c)?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => {
+                freed += size.unwrap_or(0);
+                deleted.push(c.id.clone());
+            }
+            Err(e) => {
+                eprintln!("Error: container {}: {}", c.name, super::one_line(&e));
+                code = 1;
+            }
+        }
+    }
+    if !deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size_prec(freed, 4));
+    Ok(code)
+}
+
+/// Image sizes by image ID (for virtual sizes).
+fn image_sizes(engine: &Engine) -> Result<HashMap<String, u64>> {
+    Ok(engine
+        .images()
+        .list()?
+        .into_iter()
+        .map(|r| (r.id.to_string(), r.size))
+        .collect())
+}
+
+/// `ps -s` SIZE per container ID: `2B (virtual 103MB)`, as Docker words it.
+pub fn ps_sizes(engine: &Engine, list: &[Container]) -> Result<HashMap<String, String>> {
+    let images = image_sizes(engine)?;
+    let sizes = engine.container_sizes(list);
+    Ok(list
+        .iter()
+        .zip(sizes)
+        .map(|(c, r)| {
+            let rw = r.unwrap_or(0);
+            let root = rw + images.get(&c.image_id.to_string()).copied().unwrap_or(0);
+            let s = if root > 0 {
+                format!("{} (virtual {})", human_size(rw), human_size(root))
+            } else {
+                human_size(rw)
+            };
+            (c.id.clone(), s)
+        })
+        .collect())
+}
+
+/// `inspect --size`: SizeRw and SizeRootFs (the writable layer plus the image's layers).
+pub fn add_inspect_sizes(engine: &Engine, c: &Container, j: &mut serde_json::Value) {
+    let rw = engine.container_rw_size(c).unwrap_or(0);
+    let image = engine
+        .images()
+        .get(&c.image_id)
+        .ok()
+        .flatten()
+        .map(|r| r.size)
+        .unwrap_or(0);
+    j["SizeRw"] = json!(rw);
+    j["SizeRootFs"] = json!(rw + image);
+}
+
+fn df_row(
+    kind: &str,
+    total: usize,
+    active: usize,
+    size: u64,
+    reclaimable: u64,
+    pct: bool,
+) -> [String; 5] {
+    let rec = if pct && size > 0 {
+        format!(
+            "{} ({}%)",
+            human_size_prec(reclaimable, 4),
+            (reclaimable as u128 * 100 / size as u128)
+        )
+    } else {
+        human_size_prec(reclaimable, 4)
+    };
+    [
+        kind.to_string(),
+        total.to_string(),
+        active.to_string(),
+        human_size_prec(size, 4),
+        rec,
+    ]
+}
+
+fn is_active(c: &Container) -> bool {
+    ["running", "paused", "restarting"]
+        .iter()
+        .any(|s| c.state.contains(s))
+}
+
+pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let mut du = engine.disk_usage()?;
+    let list: Vec<Container> = du.containers.iter().map(|u| u.container.clone()).collect();
+    let refreshed = strata::engine::run::refresh(&engine, list);
+    for (u, c) in du.containers.iter_mut().zip(refreshed) {
+        u.container = c;
+    }
+    let mut out = std::io::stdout().lock();
+    if a.verbose && a.format == "table" {
+        return df_verbose(&engine, &du, &mut out);
+    }
+    let active_images = du.images.iter().filter(|i| i.containers > 0).count();
+    let used: u64 = du
+        .images
+        .iter()
+        .filter(|i| i.containers > 0)
+        .map(|i| i.size.saturating_sub(i.shared))
+        .sum();
+    let c_total: u64 = du.containers.iter().map(|c| c.rw).sum();
+    let c_reclaim: u64 = du
+        .containers
+        .iter()
+        .filter(|c| !is_active(&c.container))
+        .map(|c| c.rw)
+        .sum();
+    let c_active = du
+        .containers
+        .iter()
+        .filter(|c| is_active(&c.container))
+        .count();
+    let rows = [
+        df_row(
+            "Images",
+            du.images.len(),
+            active_images,
+            du.layers_size,
+            du.layers_size.saturating_sub(used),
+            true,
+        ),
+        df_row(
+            "Containers",
+            du.containers.len(),
+            c_active,
+            c_total,
+            c_reclaim,
+            true,
+        ),
+        df_row("Local Volumes", 0, 0, 0, 0, true),
+        df_row("Build Cache", 0, 0, 0, 0, false),
+    ];
+    if a.format == "json" || a.format == "{{json .}}" {
+        for r in rows {
+            writeln!(
+                out,
+                "{}",
+                json!({"Active": r[2], "Reclaimable": r[4], "Size": r[3], "TotalCount": r[1], "Type": r[0]})
+            )?;
+        }
+        return Ok(0);
+    }
+    if a.format != "table" {
+        bail!(
+            "unsupported --format {:?} (supported: table, json)",
+            a.format
+        );
+    }
+    let mut t = vec![
+        ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    t.extend(rows.into_iter().map(|r| r.to_vec()));
+    table(&mut out, &t)?;
+    Ok(0)
+}
+
+fn df_verbose(
+    engine: &Engine,
+    du: &strata::engine::df::DiskUsage,
+    out: &mut impl Write,
+) -> Result<i32> {
+    writeln!(out, "Images space usage:\n")?;
+    let mut images: Vec<&strata::engine::df::ImageUsage> = du.images.iter().collect();
+    images.sort_by(|a, b| {
+        b.record
+            .created
+            .cmp(&a.record.created)
+            .then(a.record.id.cmp(&b.record.id))
+    });
+    let mut t = vec![
+        [
+            "REPOSITORY",
+            "TAG",
+            "IMAGE ID",
+            "CREATED",
+            "SIZE",
+            "SHARED SIZE",
+            "UNIQUE SIZE",
+            "CONTAINERS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for i in images {
+        let (repo, tag) = match i.record.tags.first() {
+            Some(r) => (
+                r.familiar_repository(),
+                r.tag.clone().unwrap_or_else(|| "<none>".into()),
+            ),
+            None => ("<none>".into(), "<none>".into()),
+        };
+        t.push(vec![
+            repo,
+            tag,
+            i.record.id.short(),
+            ago(&i.record.created),
+            human_size(i.size),
+            human_size_prec(i.shared, 4),
+            human_size_prec(i.size.saturating_sub(i.shared), 4),
+            i.containers.to_string(),
+        ]);
+    }
+    table(out, &t)?;
+
+    writeln!(out, "\nContainers space usage:\n")?;
+    let mut t = vec![
+        [
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "LOCAL VOLUMES",
+            "SIZE",
+            "CREATED",
+            "STATUS",
+            "NAMES",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for u in &du.containers {
+        let c = &u.container;
+        let cmd = strata::engine::run::argv_of(c, &[], &[]).join(" ");
+        let cmd = if cmd.is_empty() {
+            image_command(engine, c)
+        } else {
+            cmd
+        };
+        t.push(vec![
+            c.id[..12].to_string(),
+            c.image_ref.clone(),
+            format!("\"{}\"", ellipsis(&cmd, 20)),
+            "0".into(),
+            human_size(u.rw),
+            ago(&c.created),
+            super::run::status_text(&engine.root, c),
+            c.name.clone(),
+        ]);
+    }
+    table(out, &t)?;
+
+    writeln!(out, "\nLocal Volumes space usage:\n")?;
+    table(
+        out,
+        &[["VOLUME NAME", "LINKS", "SIZE"].map(String::from).to_vec()],
+    )?;
+
+    writeln!(out, "\nBuild cache usage: 0B\n")?;
+    table(
+        out,
+        &[[
+            "CACHE ID",
+            "CACHE TYPE",
+            "SIZE",
+            "CREATED",
+            "LAST USED",
+            "USAGE",
+            "SHARED",
+        ]
+        .map(String::from)
+        .to_vec()],
+    )?;
+    Ok(0)
+}
+
+/// The image's Entrypoint + Cmd, for a container that set neither.
+fn image_command(engine: &Engine, c: &Container) -> String {
+    let Ok((_, cfg)) = engine.images().config(&c.image_id) else {
+        return String::new();
+    };
+    let list = |v: Option<&serde_json::Value>| -> Vec<String> {
+        v.and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut argv = list(cfg.field("Entrypoint"));
+    argv.extend(list(cfg.field("Cmd")));
+    argv.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cp_args_split_like_docker() {
+        assert_eq!(split_cp_arg("c1:/etc/passwd"), (Some("c1"), "/etc/passwd"));
+        assert_eq!(split_cp_arg("/tmp/a:b"), (None, "/tmp/a:b"));
+        assert_eq!(split_cp_arg("./x:y"), (None, "./x:y"));
+        assert_eq!(split_cp_arg("plain"), (None, "plain"));
+        assert_eq!(split_cp_arg("c1:"), (Some("c1"), ""));
+    }
+
+    #[test]
+    fn df_rows_like_docker() {
+        assert_eq!(
+            df_row("Images", 5, 2, 335_200_000, 333_216_000, true),
+            ["Images", "5", "2", "335.2MB", "333.2MB (99%)"]
+        );
+        assert_eq!(
+            df_row("Containers", 3, 2, 3_145_728, 0, true),
+            ["Containers", "3", "2", "3.146MB", "0B (0%)"]
+        );
+        assert_eq!(
+            df_row("Local Volumes", 0, 0, 0, 0, true),
+            ["Local Volumes", "0", "0", "0B", "0B"]
+        );
+    }
+}

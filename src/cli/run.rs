@@ -1,0 +1,601 @@
+//! Running containers: run, start, stop, kill, restart, wait, exec, logs, and the hidden
+//! `__monitor` subcommand a started container's monitor process runs.
+
+use super::Cli;
+use super::format::human_duration;
+use anyhow::{Result, bail};
+use clap::Args;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+use strata::container::{Container, RunConfig};
+use strata::engine::Engine;
+use strata::engine::run::{self as er, Attach, ExecOpts, RunError};
+use strata::runtime::logs::{self, Follower, LogOpts};
+use strata::runtime::spec::Network;
+use strata::runtime::state::{RunState, Status};
+
+/// Options of `create` and `run` that say how the container runs.
+#[derive(Args, Clone, Default)]
+pub struct RunOpts {
+    /// Set environment variables (KEY=VALUE, or KEY to pass this process's value)
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Network: host (default; this machine has no bridge, Docker's default would be one) or none
+    #[arg(long, default_value = "host")]
+    network: String,
+    /// json-file log options: max-size=SIZE, max-file=N
+    #[arg(long = "log-opt")]
+    log_opt: Vec<String>,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// An external OCI runtime binary (e.g. /usr/sbin/runc); default: the embedded one
+    #[arg(long)]
+    runtime: Option<String>,
+}
+
+impl RunOpts {
+    /// The container's run config from these options and the command line after the image.
+    pub fn to_config(&self, cmd: &[String]) -> Result<RunConfig> {
+        if Network::parse(&self.network).is_none() {
+            bail!(
+                "invalid network mode {:?}: choose host or none (there is no bridge network here)",
+                self.network
+            );
+        }
+        LogOpts::parse(&self.log_opt)?;
+        if let Some(r) = &self.runtime {
+            if !r.is_empty() && !std::path::Path::new(r).is_file() {
+                bail!(
+                    "runtime {r:?}: no such file (give the path of an OCI runtime binary such as /usr/sbin/runc)"
+                );
+            }
+        }
+        Ok(RunConfig {
+            cmd: cmd.to_vec(),
+            entrypoint: self
+                .entrypoint
+                .as_ref()
+                .filter(|e| !e.is_empty())
+                .map(|e| vec![e.clone()])
+                .unwrap_or_default(),
+            env: self.env.clone(),
+            working_dir: self.workdir.clone().unwrap_or_default(),
+            user: self.user.clone().unwrap_or_default(),
+            tty: self.tty,
+            open_stdin: self.interactive,
+            network: if self.network == "host" {
+                String::new()
+            } else {
+                self.network.clone()
+            },
+            log_opts: self.log_opt.clone(),
+            auto_remove: self.rm,
+            runtime: self.runtime.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// Create and run a new container from an image
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    opts: RunOpts,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+/// Start one or more stopped containers
+#[derive(Args)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short = 'a', long)]
+    attach: bool,
+    /// Attach container's STDIN
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Stop one or more running containers
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(
+        short = 't',
+        long = "time",
+        visible_alias = "timeout",
+        default_value_t = 10
+    )]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Kill one or more running containers
+#[derive(Args)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short = 's', long = "signal", default_value = "KILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Restart one or more containers
+#[derive(Args)]
+pub struct RestartArgs {
+    /// Seconds to wait before killing the container
+    #[arg(
+        short = 't',
+        long = "time",
+        visible_alias = "timeout",
+        default_value_t = 10
+    )]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Block until one or more containers stop, then print their exit codes
+#[derive(Args)]
+pub struct WaitArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Execute a command in a running container
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Keep STDIN open
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+/// Fetch the logs of a container
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for everything)
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show timestamps
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    container: String,
+}
+
+/// (internal) the monitor process of a started container
+#[derive(Args)]
+pub struct MonitorCmdArgs {
+    args: String,
+}
+
+fn run_error(e: RunError) -> Result<i32> {
+    eprintln!("Error: {}", super::one_line(&anyhow::Error::new(e)));
+    Ok(1)
+}
+
+/// An error that ends `run`/`start`/`exec` with Docker's code (125, or 126/127 for the command).
+fn fail(e: RunError) -> Result<i32> {
+    let code = e.exit_code();
+    let _ = run_error(e);
+    Ok(code)
+}
+
+// Foreground `run`/`start -a`: SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR* go to the container, as
+// Docker's --sig-proxy does.
+static PROXY_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn proxy_signal(sig: libc::c_int) {
+    let pid = PROXY_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn proxy_signals(pid: i32) {
+    PROXY_PID.store(pid, Ordering::SeqCst);
+    for s in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        unsafe { libc::signal(s, proxy_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Raw mode on this terminal while attached to a container's pty; restored on drop.
+struct RawTerminal(Option<libc::termios>);
+
+impl RawTerminal {
+    fn enable(want: bool) -> RawTerminal {
+        if !want || !std::io::stdin().is_terminal() {
+            return RawTerminal(None);
+        }
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        if unsafe { libc::tcgetattr(0, &mut t) } != 0 {
+            return RawTerminal(None);
+        }
+        let saved = t;
+        unsafe {
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+        }
+        RawTerminal(Some(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        }
+    }
+}
+
+/// Start attached: wait for the exit, return its code.
+fn attached(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
+    let _raw = RawTerminal::enable(c.config.tty && stdin);
+    let started = match er::start(
+        engine,
+        c,
+        Attach {
+            output: true,
+            stdin,
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    proxy_signals(started.pid);
+    match started.wait_exit() {
+        Some(code) => Ok(code),
+        None => {
+            // The monitor died: the container is finished by whoever looks next; do it now.
+            let st = er::reconcile(engine, c)?;
+            eprintln!("Error: container {}: its monitor died", c.name);
+            Ok(if st.exit_code != 0 { st.exit_code } else { 125 })
+        }
+    }
+}
+
+pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let config = match a.opts.to_config(&a.cmd) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {}", super::one_line(&e));
+            return Ok(125);
+        }
+    };
+    let c = match super::container::create_container(&engine, a.name.as_deref(), &a.image, config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {}", super::one_line(&e));
+            return Ok(125);
+        }
+    };
+    if a.detach {
+        match er::start(
+            &engine,
+            &c,
+            Attach {
+                output: false,
+                stdin: false,
+            },
+        ) {
+            Ok(_) => {
+                println!("{}", c.id);
+                Ok(0)
+            }
+            Err(e) => {
+                if c.config.auto_remove {
+                    let _ = engine.containers().remove(&c);
+                }
+                fail(e)
+            }
+        }
+    } else {
+        let code = attached(&engine, &c, a.opts.interactive)?;
+        // A start that failed leaves a Created container; --rm removes it all the same.
+        if c.config.auto_remove {
+            if let Ok(c) = engine.containers().get(&c.id) {
+                let _ = engine.containers().remove(&c);
+            }
+        }
+        Ok(code)
+    }
+}
+
+pub fn start(cli: &Cli, a: &StartArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    if (a.attach || a.interactive) && a.containers.len() > 1 {
+        bail!("you cannot start and attach multiple containers at once");
+    }
+    let mut code = 0;
+    for name in &a.containers {
+        let c = match engine.containers().get(name) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+                continue;
+            }
+        };
+        if a.attach || a.interactive {
+            return attached(&engine, &c, a.interactive);
+        }
+        let st = er::reconcile(&engine, &c)?;
+        if st.status == Status::Running {
+            // Docker: starting a running container is a no-op.
+            println!("{name}");
+            continue;
+        }
+        match er::start(
+            &engine,
+            &c,
+            Attach {
+                output: false,
+                stdin: false,
+            },
+        ) {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                code = e.exit_code().max(1);
+                let _ = run_error(e);
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn each(
+    cli: &Cli,
+    names: &[String],
+    f: impl Fn(&Engine, &Container) -> Result<(), RunError>,
+) -> Result<i32> {
+    let engine = cli.engine()?;
+    let mut code = 0;
+    for name in names {
+        match engine.containers().get(name) {
+            Ok(c) => match f(&engine, &c) {
+                Ok(()) => println!("{name}"),
+                Err(e) => {
+                    code = 1;
+                    let _ = run_error(e);
+                }
+            },
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn stop(cli: &Cli, a: &StopArgs) -> Result<i32> {
+    each(cli, &a.containers, |e, c| {
+        er::stop(e, c, Duration::from_secs(a.time))
+    })
+}
+
+pub fn kill(cli: &Cli, a: &KillArgs) -> Result<i32> {
+    let sig = er::parse_signal(&a.signal)?;
+    each(cli, &a.containers, |e, c| er::kill(e, c, sig))
+}
+
+pub fn restart(cli: &Cli, a: &RestartArgs) -> Result<i32> {
+    each(cli, &a.containers, |e, c| {
+        er::stop(e, c, Duration::from_secs(a.time))?;
+        let c = e.containers().get(&c.id)?;
+        er::start(
+            e,
+            &c,
+            Attach {
+                output: false,
+                stdin: false,
+            },
+        )
+        .map(|_| ())
+    })
+}
+
+pub fn wait(cli: &Cli, a: &WaitArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let mut code = 0;
+    for name in &a.containers {
+        let r = engine
+            .containers()
+            .get(name)
+            .map_err(RunError::from)
+            .and_then(|c| er::wait(&engine, &c));
+        match r {
+            Ok(n) => println!("{n}"),
+            Err(e) => {
+                code = 1;
+                let _ = run_error(e);
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let c = match engine.containers().get(&a.container) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return Ok(1);
+        }
+    };
+    let _raw = RawTerminal::enable(a.tty && a.interactive);
+    match er::exec(
+        &engine,
+        &c,
+        ExecOpts {
+            args: a.cmd.clone(),
+            env: &a.env,
+            workdir: a.workdir.as_deref(),
+            user: a.user.as_deref(),
+            interactive: a.interactive,
+            tty: a.tty,
+        },
+    ) {
+        Ok(code) => Ok(code),
+        Err(e) => fail(e),
+    }
+}
+
+/// Docker's `logs -t` format: RFC 3339 with nine fraction digits.
+fn fixed_time(t: &str) -> String {
+    match strata::image::config::parse_time(t) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        None => t.to_string(),
+    }
+}
+
+fn print_entry(e: &logs::Entry, timestamps: bool) -> std::io::Result<()> {
+    let text = if timestamps {
+        format!("{} {}", fixed_time(&e.time), e.log)
+    } else {
+        e.log.clone()
+    };
+    if e.stream == "stderr" {
+        let mut err = std::io::stderr().lock();
+        err.write_all(text.as_bytes())?;
+        err.flush()
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+}
+
+pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let c = engine.containers().get(&a.container)?;
+    let path = er::container_dir(&engine.root, &c).log();
+    let tail: Option<usize> = match a.tail.as_str() {
+        "all" | "-1" => None,
+        n => Some(
+            n.parse()
+                .map_err(|_| anyhow::anyhow!("invalid --tail value {n:?}: a number or \"all\""))?,
+        ),
+    };
+    let mut follower = a.follow.then(|| Follower::at_end(&path));
+    let entries = logs::read_all(&path)?;
+    let skip = tail.map(|n| entries.len().saturating_sub(n)).unwrap_or(0);
+    for e in &entries[skip..] {
+        print_entry(e, a.timestamps)?;
+    }
+    if let Some(f) = follower.as_mut() {
+        loop {
+            let running = er::reconcile(&engine, &c)
+                .map(|s| matches!(s.status, Status::Running | Status::Starting))
+                .unwrap_or(false);
+            for e in f.poll()? {
+                print_entry(&e, a.timestamps)?;
+            }
+            if !running {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(0)
+}
+
+pub fn monitor(cli: &Cli, a: &MonitorCmdArgs) -> Result<i32> {
+    let driver = cli.storage_driver.clone().unwrap_or_default();
+    Ok(er::monitor_main(&cli.root, &driver, &a.args))
+}
+
+/// `ps` STATUS as Docker words it: `Created`, `Up 3 seconds`, `Exited (0) 2 minutes ago`.
+pub fn status_text(root: &std::path::Path, c: &Container) -> String {
+    let st: RunState = er::state_of(root, c);
+    let since = |t: &str| {
+        strata::image::config::parse_time(t)
+            .map(|t| human_duration(chrono::Utc::now() - t))
+            .unwrap_or_else(|| "Less than a second".into())
+    };
+    match (c.state.as_str(), st.status) {
+        ("running", _) => format!("Up {}", since(&st.started_at)),
+        ("exited", _) | (_, Status::Exited) => {
+            format!("Exited ({}) {} ago", st.exit_code, since(&st.finished_at))
+        }
+        _ => "Created".into(),
+    }
+}
+
+/// `inspect`'s State object, as Docker shapes it (the container's monitor checked first).
+pub fn state_json(engine: &Engine, c: &Container) -> serde_json::Value {
+    let st = er::reconcile(engine, c).unwrap_or_else(|_| er::state_of(&engine.root, c));
+    let running = st.status == Status::Running;
+    let time = |t: &str| {
+        if t.is_empty() {
+            "0001-01-01T00:00:00Z".to_string()
+        } else {
+            t.to_string()
+        }
+    };
+    serde_json::json!({
+        "Status": st.status.docker(),
+        "Running": running,
+        "Paused": false,
+        "Restarting": false,
+        "OOMKilled": false,
+        "Dead": false,
+        "Pid": if running { st.pid } else { 0 },
+        "ExitCode": st.exit_code,
+        "Error": st.error,
+        "StartedAt": time(&st.started_at),
+        "FinishedAt": time(&st.finished_at),
+    })
+}
