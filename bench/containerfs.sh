@@ -5,7 +5,7 @@
 #    100 MB), "synced": after `sync`. Docker's `commit` the same way when a daemon is present.
 #  - `ps -a -s` and `system df` with N containers of one image (N in COUNTS), each having
 #    written a small file, to show the time stays flat as N grows.
-# Usage: bench/containerfs.sh   (RUNS=5 COUNTS="10 100 200" STRATA=path/to/strata)
+# Usage: bench/containerfs.sh   (RUNS=5 COUNTS="10 100 200" STRATA=path/to/strata SKIP_PS=1)
 set -eu
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -50,12 +50,13 @@ for drv in overlay vfs; do
   done
 done
 
-if docker info >/dev/null 2>&1 && docker image inspect busybox:latest >/dev/null 2>&1; then
+if docker info >/dev/null 2>&1; then
+  tar -C "$WORK/rootfs" -c . | docker import - strata-cfs-bench:latest >/dev/null
   for mode in dirty synced; do
     times=""
     for run in $(seq "$RUNS"); do
       docker rm -f cfs-bench >/dev/null 2>&1 || true
-      docker create --name cfs-bench busybox:latest true >/dev/null
+      docker create --name cfs-bench strata-cfs-bench:latest true >/dev/null
       docker cp "$WORK/100mb" cfs-bench:/root/big
       if [ "$mode" = synced ]; then sync; fi
       t0=$(now); id=$(docker commit cfs-bench); t1=$(now)
@@ -64,8 +65,10 @@ if docker info >/dev/null 2>&1 && docker image inspect busybox:latest >/dev/null
     done
     echo "docker commit 100MB ($mode): median $(echo $times | tr ' ' '\n' | median) ms  [runs: $times]"
   done
+  docker rmi strata-cfs-bench:latest >/dev/null
 fi
 
+[ -n "${SKIP_PS:-}" ] && { cleanup; rm -rf "$WORK"; exit 0; }
 for drv in overlay vfs; do
   cleanup
   s() { "$STRATA" --root "$ROOT" --storage-driver "$drv" "$@"; }

@@ -25,7 +25,11 @@ export DOCKER_CONFIG=$W/docker STRATA_CERTS_D=$W/certs.d
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 quiet() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; sleep "$QUIET"; }
-timed() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); echo "$t1 - $t0" | bc; }
+timed() {
+  local t0 t1; t0=$(now)
+  if ! "$@" >/dev/null; then echo "failed: $*" >&2; exit 1; fi
+  t1=$(now); echo "$t1 - $t0" | bc
+}
 st() { local root=$1; shift; "$S" --root "$root" --storage-driver "$DRIVER" "$@"; }
 reg_start() { ./scripts/registry-test-server.sh start "$REG" "$PORT"; }
 reg_stop() { ./scripts/registry-test-server.sh stop "$REG"; sleep 0.3; }
@@ -68,13 +72,12 @@ for run in $(seq "$RUNS"); do
   st "$SRC" push $R/fat:latest >/dev/null
   st "$SRC" push $R/fat2:latest >/dev/null
   if docker info >/dev/null 2>&1; then
-    docker rmi -f $R/fat:latest bench/fat:latest >/dev/null 2>&1 || true
-    docker image prune -af >/dev/null 2>&1 || true; quiet
-    res[docker-cold]+="$(timed docker pull $R/fat:latest) "
+    docker rmi -f $R/fat:latest bench/fat:latest >/dev/null 2>&1 || true; quiet
+    res[docker-cold]+="$(timed env -u DOCKER_CONFIG docker pull $R/fat:latest) "
   fi
   if command -v podman >/dev/null && podman info >/dev/null 2>&1; then
-    podman rmi -af >/dev/null 2>&1 || true; quiet
-    res[podman-cold]+="$(timed podman pull --tls-verify=false $R/fat:latest) "
+    podman rmi -f $R/fat:latest bench/fat:latest >/dev/null 2>&1 || true; quiet
+    res[podman-cold]+="$(timed env -u DOCKER_CONFIG podman pull --tls-verify=false $R/fat:latest) "
   fi
 done
 

@@ -56,10 +56,10 @@ echo "  running per ps: $running"
 # Disk of each writable layer: du of its upper dir (and the whole overlay dir incl. work/).
 uppers=$("$S" ps -q --no-trunc | xargs "$S" inspect | jq -r '.[].GraphDriver.Data.UpperDir')
 sizes=$(for u in $uppers; do du -s -B1 "$u" | cut -f1; done | sort -n)
-whole=$(for u in $uppers; do du -s -B1 "$(dirname "$u")" | cut -f1; done | sort -n)
+whole=$(for u in $uppers; do du -s -x -B1 "$(dirname "$u")" | cut -f1; done | sort -n)
 med() { awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo "  writable layer upper dir: median $(echo "$sizes" | med) B, max $(echo "$sizes" | tail -1) B (target <= 32768)"
-echo "  whole layer dir (diff+work+merged+link): median $(echo "$whole" | med) B"
+echo "  whole layer dir (diff+work+link, merged mount excluded): median $(echo "$whole" | med) B"
 rt=$(for id in $("$S" ps -q --no-trunc); do du -s -B1 "$ROOT/containers/$id" | cut -f1; done | med)
 echo "  runtime dir (state, log, bundle, /etc files): median $rt B"
 t0=$(date +%s.%N)

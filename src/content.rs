@@ -56,13 +56,13 @@ impl ContentStore {
     /// Store `bytes`, which must hash to `expected` when given. Returns the digest.
     pub fn put(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<Digest, ContentError> {
         let actual = Digest::of(bytes);
-        if let Some(e) = expected {
-            if *e != actual {
-                return Err(ContentError::DigestMismatch {
-                    expected: e.clone(),
-                    actual,
-                });
-            }
+        if let Some(e) = expected
+            && *e != actual
+        {
+            return Err(ContentError::DigestMismatch {
+                expected: e.clone(),
+                actual,
+            });
         }
         let dest = self.path(&actual);
         if dest.exists() {

@@ -186,116 +186,106 @@ impl<'a> LayerStore<'a> {
         let chains = chain_ids(&diff_ids);
         let mut out: Vec<Option<Layer>> = Vec::with_capacity(chains.len());
         // Phase 1 (in order): find present layers; lock and create driver dirs for missing ones.
+        // Every dir this call creates is in `made`: on any failure all of them go, and no row
+        // is written, so a failed ingest leaves nothing (a killed one leaves unnamed files that
+        // the next start removes).
+        let mut made: Vec<String> = Vec::new();
+        let mut done: Vec<(usize, Extracted)> = Vec::new();
         let mut work: Vec<(usize, String, LockFile, LayerSource)> = Vec::new();
         let mut parent_cache: Option<String> = None;
-        for (i, (src, chain)) in sources.into_iter().zip(&chains).enumerate() {
-            if let Some(l) = self.get(chain)? {
-                parent_cache = Some(l.cache_id.clone());
-                out.push(Some(l));
-                continue;
-            }
-            let lock = self.lock_chain(chain)?;
-            // Another process may have finished it while we waited for the lock.
-            if let Some(l) = self.get(chain)? {
-                parent_cache = Some(l.cache_id.clone());
-                out.push(Some(l));
-                continue;
-            }
-            let cache_id = random_hex(32);
-            if self.driver.whiteout_format() == WhiteoutFormat::Apply {
-                // vfs: the parent's files must be complete before the copy; do it all now.
-                self.driver
-                    .create(&cache_id, parent_cache.as_deref(), LayerKind::ReadOnly)?;
-                let parent = if i == 0 {
-                    None
-                } else {
-                    Some(chains[i - 1].clone())
-                };
-                let ex = self
-                    .files()
-                    .extract(&cache_id, parent, chain.clone(), src, lock);
-                let ex = self.cleanup_on_err(&cache_id, ex)?;
-                self.commit([&ex.layer])?;
-                out.push(Some(ex.layer));
+        let parent_of = |i: usize| {
+            if i == 0 {
+                None
             } else {
+                Some(chains[i - 1].clone())
+            }
+        };
+        let phase1 = (|| -> Result<(), LayerError> {
+            for (i, (src, chain)) in sources.into_iter().zip(&chains).enumerate() {
+                if let Some(l) = self.get(chain)? {
+                    parent_cache = Some(l.cache_id.clone());
+                    out.push(Some(l));
+                    continue;
+                }
+                let lock = self.lock_chain(chain)?;
+                // Another process may have finished it while we waited for the lock.
+                if let Some(l) = self.get(chain)? {
+                    parent_cache = Some(l.cache_id.clone());
+                    out.push(Some(l));
+                    continue;
+                }
+                let cache_id = random_hex(32);
                 self.driver
                     .create(&cache_id, parent_cache.as_deref(), LayerKind::ReadOnly)?;
-                work.push((i, cache_id.clone(), lock, src));
+                made.push(cache_id.clone());
                 out.push(None);
+                if self.driver.whiteout_format() == WhiteoutFormat::Apply {
+                    // vfs: a layer starts as a copy of its parent's files, so unpack in order.
+                    let ex =
+                        self.files()
+                            .extract(&cache_id, parent_of(i), chain.clone(), src, lock)?;
+                    done.push((i, ex));
+                } else {
+                    work.push((i, cache_id.clone(), lock, src));
+                }
+                parent_cache = Some(cache_id);
             }
-            parent_cache = Some(cache_id);
+            Ok(())
+        })();
+        if let Err(e) = phase1 {
+            return Err(self.discard_all(&made, e));
         }
-        if work.is_empty() {
-            return Ok(out.into_iter().map(|l| l.expect("present")).collect());
-        }
-        // Phase 2 (overlay): unpack in parallel, bounded by the CPU count.
-        let threads = max_parallel
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            })
-            .max(1)
-            .min(work.len());
-        let queue =
-            std::sync::Mutex::new(work.into_iter().collect::<std::collections::VecDeque<_>>());
-        let results = std::sync::Mutex::new(Vec::new());
-        let created: Vec<String> = Vec::new();
-        let created = std::sync::Mutex::new(created);
-        let unpacker = self.files();
-        let unpacker = &unpacker;
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    loop {
-                        let Some((i, cache_id, lock, src)) = queue.lock().unwrap().pop_front()
-                        else {
-                            break;
-                        };
-                        created.lock().unwrap().push(cache_id.clone());
-                        let parent = if i == 0 {
-                            None
-                        } else {
-                            Some(chains[i - 1].clone())
-                        };
-                        let r = unpacker.extract(&cache_id, parent, chains[i].clone(), src, lock);
-                        let failed = r.is_err();
-                        results.lock().unwrap().push((i, r));
-                        if failed {
-                            // Stop taking new work; the others finish theirs.
-                            queue.lock().unwrap().clear();
+        // Phase 2 (overlay): unpack in parallel (each layer is its own directory), bounded.
+        if !work.is_empty() {
+            let threads = max_parallel
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
+                })
+                .max(1)
+                .min(work.len());
+            let queue =
+                std::sync::Mutex::new(work.into_iter().collect::<std::collections::VecDeque<_>>());
+            let results = std::sync::Mutex::new(Vec::new());
+            let unpacker = self.files();
+            let unpacker = &unpacker;
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        loop {
+                            let Some((i, cache_id, lock, src)) = queue.lock().unwrap().pop_front()
+                            else {
+                                break;
+                            };
+                            let r = unpacker.extract(
+                                &cache_id,
+                                parent_of(i),
+                                chains[i].clone(),
+                                src,
+                                lock,
+                            );
+                            let failed = r.is_err();
+                            results.lock().unwrap().push((i, r));
+                            if failed {
+                                // Stop taking new work; the others finish theirs.
+                                queue.lock().unwrap().clear();
+                            }
                         }
-                    }
-                });
-            }
-        });
-        let mut results = results.into_inner().unwrap();
-        results.sort_by_key(|(i, _)| *i);
-        let mut done = Vec::new();
-        let mut first_err = None;
-        for (i, r) in results {
-            match r {
-                Ok(ex) => done.push((i, ex)),
-                Err(e) => {
-                    first_err.get_or_insert(e);
+                    });
+                }
+            });
+            let mut results = results.into_inner().unwrap();
+            results.sort_by_key(|(i, _)| *i);
+            for (i, r) in results {
+                match r {
+                    Ok(ex) => done.push((i, ex)),
+                    Err(e) => return Err(self.discard_all(&made, e)),
                 }
             }
         }
-        if let Some(e) = first_err {
-            // Nothing of this chain that we created is committed: remove every dir we made.
-            for (_, ex) in &done {
-                let _ = self.discard(&ex.layer.cache_id);
-            }
-            for c in created.into_inner().unwrap() {
-                let _ = self.discard(&c);
-            }
-            return Err(e);
-        }
         if let Err(e) = self.commit(done.iter().map(|(_, ex)| &ex.layer)) {
-            for (_, ex) in &done {
-                let _ = self.discard(&ex.layer.cache_id);
-            }
-            return Err(e);
+            return Err(self.discard_all(&made, e));
         }
         for (i, ex) in done {
             out[i] = Some(ex.layer);
@@ -304,6 +294,14 @@ impl<'a> LayerStore<'a> {
             .into_iter()
             .map(|l| l.expect("every layer present or ingested"))
             .collect())
+    }
+
+    /// Remove the files of every layer this ingest created, and pass the error on.
+    fn discard_all(&self, made: &[String], e: LayerError) -> LayerError {
+        for c in made {
+            let _ = self.discard(c);
+        }
+        e
     }
 
     fn cleanup_on_err<T>(&self, cache_id: &str, r: Result<T, LayerError>) -> Result<T, LayerError> {
@@ -380,7 +378,7 @@ impl<'a> LayerStore<'a> {
             _lock: lock,
         };
         let r = self.commit([&ex.layer]);
-        let _ = self.cleanup_on_err(&ex.layer.cache_id, r)?;
+        self.cleanup_on_err(&ex.layer.cache_id, r)?;
         Ok(ex.layer)
     }
 

@@ -5,6 +5,7 @@
 //! WAL lets readers run during a write; writers wait on `busy_timeout` instead of failing.
 //! Every change that users can observe is one transaction (`BEGIN IMMEDIATE`).
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::time::Duration;
@@ -90,6 +91,12 @@ CREATE TABLE IF NOT EXISTS containers (
 );
 "#;
 
+/// A version number derived from the schema text: editing SCHEMA re-applies it once.
+fn schema_version() -> i64 {
+    let d = crate::digest::Digest::of(SCHEMA.as_bytes()).hex();
+    i64::from_str_radix(&d[..7], 16).expect("hex")
+}
+
 /// An open connection to `ROOT/meta.db`. One per process; cheap to open.
 pub struct Meta {
     conn: Connection,
@@ -104,8 +111,24 @@ impl Meta {
         // FULL: a committed transaction survives power loss, not only a process crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The last process to close would otherwise checkpoint the WAL and delete it (two
+        // fsyncs, and a directory fsync when the next process recreates it): every command
+        // paid that. Checkpoints still happen as the WAL grows (wal_autocheckpoint).
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         let meta = Meta { conn };
-        meta.write(|tx| tx.execute_batch(SCHEMA).map_err(MetaError::from))?;
+        // Apply the schema only when it changed: a write transaction on every start would
+        // serialize concurrent commands for nothing.
+        let version = schema_version();
+        let current: i64 = meta
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current != version {
+            meta.write(|tx| {
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", version)?;
+                Ok::<_, MetaError>(())
+            })?;
+        }
         Ok(meta)
     }
 

@@ -178,8 +178,8 @@ both_drivers!(digest_mismatch_and_truncation_leave_nothing, |driver| {
     rejected(&s, &a, "config");
 });
 
-/// SIGKILL `strata load` at many instants; after each, the store is consistent: fsck clean,
-/// the image fully there or absent, and leftovers gone after the next command.
+// SIGKILL `strata load` at many instants; after each, the store is consistent: fsck clean,
+// the image fully there or absent, and leftovers gone after the next command.
 both_drivers!(sigkill_during_load_never_corrupts, |driver| {
     let s = Store::new(driver);
     let work = tempfile::tempdir_in("/var/tmp").unwrap();

@@ -290,8 +290,8 @@ impl<W: Write> Writer<W> {
         name: &[u8],
         recurse: bool,
     ) -> Result<(), ArchiveError> {
-        let path = join(prefix, &name);
-        let st = match rfs::statat(dir, &name[..], AtFlags::SYMLINK_NOFOLLOW) {
+        let path = join(prefix, name);
+        let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(()),
             Err(e) => return Err(self.ioe("stat", &path, e)),
@@ -306,15 +306,14 @@ impl<W: Write> Writer<W> {
         if self.overlay && ft == FileType::CharacterDevice && st.st_rdev == 0 {
             h.set_entry_type(EntryType::Regular);
             h.set_mode(0o600);
-            let wh = join(prefix, &[WHITEOUT_PREFIX, &name[..]].concat());
+            let wh = join(prefix, &[WHITEOUT_PREFIX, name].concat());
             self.entry(h, &wh, None, &[], io::empty())?;
             return Ok(());
         }
         if ft == FileType::Socket {
             return Ok(());
         }
-        let xattrs =
-            read_xattrs(dir, &name).map_err(|e| self.ioe("read xattrs of", &path, e))?;
+        let xattrs = read_xattrs(dir, name).map_err(|e| self.ioe("read xattrs of", &path, e))?;
         if ft != FileType::Directory && st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
             if let Some(first) = self.seen.get(&key).cloned() {
@@ -331,15 +330,14 @@ impl<W: Write> Writer<W> {
                 self.entry(h.clone(), &dpath, None, &xattrs, io::empty())?;
                 let sub: OwnedFd = rfs::openat(
                     dir,
-                    &name[..],
+                    name,
                     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
                 .map_err(|e| self.ioe("open", &path, e))?;
                 if self.overlay {
-                    let opaque =
-                        get_xattr(&proc_path(dir, &name), OVERLAY_OPAQUE_XATTR.as_bytes())
-                            .map_err(|e| self.ioe("read xattrs of", &path, e))?;
+                    let opaque = get_xattr(&proc_path(dir, name), OVERLAY_OPAQUE_XATTR.as_bytes())
+                        .map_err(|e| self.ioe("read xattrs of", &path, e))?;
                     if opaque.as_deref() == Some(b"y") {
                         h.set_entry_type(EntryType::Regular);
                         h.set_mode(st.st_mode & 0o777);
@@ -354,7 +352,7 @@ impl<W: Write> Writer<W> {
             FileType::RegularFile => {
                 let fd = rfs::openat(
                     dir,
-                    &name[..],
+                    name,
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
@@ -374,7 +372,7 @@ impl<W: Write> Writer<W> {
                 )?;
             }
             FileType::Symlink => {
-                let target = rfs::readlinkat(dir, &name[..], Vec::new())
+                let target = rfs::readlinkat(dir, name, Vec::new())
                     .map_err(|e| self.ioe("readlink", &path, e))?;
                 h.set_entry_type(EntryType::Symlink);
                 self.entry(h, &path, Some(target.as_bytes()), &xattrs, io::empty())?;

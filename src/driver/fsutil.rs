@@ -313,3 +313,17 @@ pub fn test_tempdir() -> tempfile::TempDir {
         .tempdir_in(base)
         .expect("creating a test tempdir")
 }
+
+/// Cache-ids come from strata itself, but are checked before they become paths: a name that is
+/// empty, hidden, `reserved` (a driver's own subdirectory) or not a single component is refused.
+pub(super) fn check_id(id: &str, reserved: &str) -> Result<(), DriverError> {
+    if id.is_empty()
+        || id == reserved
+        || id.starts_with('.')
+        || id.contains('/')
+        || id.contains('\0')
+    {
+        return Err(DriverError::NotFound(id.to_string()));
+    }
+    Ok(())
+}

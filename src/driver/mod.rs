@@ -87,11 +87,7 @@ pub trait Driver: Send + Sync {
     fn list(&self) -> Result<Vec<String>, DriverError>;
     /// What layer `id` changed relative to its parent layer `parent` (`docker diff`). The
     /// default compares the two full trees (drivers whose layers are full copies, as vfs).
-    fn changes(
-        &self,
-        id: &str,
-        parent: Option<&str>,
-    ) -> Result<Vec<changes::Change>, DriverError> {
+    fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<changes::Change>, DriverError> {
         let p = parent.map(|p| self.diff_dir(p));
         changes::tree_changes(&self.diff_dir(id), p.as_deref())
     }

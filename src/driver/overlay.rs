@@ -234,15 +234,7 @@ impl Overlay {
     }
 
     fn check_id(id: &str) -> Result<(), DriverError> {
-        if id.is_empty()
-            || id == LINK_DIR
-            || id.starts_with('.')
-            || id.contains('/')
-            || id.contains('\0')
-        {
-            return Err(DriverError::NotFound(id.to_string()));
-        }
-        Ok(())
+        fsutil::check_id(id, LINK_DIR)
     }
 
     fn read_link_name(&self, id: &str) -> Option<String> {

@@ -28,10 +28,7 @@ impl Vfs {
     }
 
     fn check_id(id: &str) -> Result<(), DriverError> {
-        if id.is_empty() || id.starts_with('.') || id.contains('/') || id.contains('\0') {
-            return Err(DriverError::NotFound(id.to_string()));
-        }
-        Ok(())
+        fsutil::check_id(id, "")
     }
 }
 

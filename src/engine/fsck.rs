@@ -48,10 +48,10 @@ impl Engine {
             }
         }
         for l in &all_layers {
-            if let Some(p) = &l.parent {
-                if !layer_ids.contains(p) {
-                    problems.push(format!("layer {}: parent {p} missing", l.chain_id));
-                }
+            if let Some(p) = &l.parent
+                && !layer_ids.contains(p)
+            {
+                problems.push(format!("layer {}: parent {p} missing", l.chain_id));
             }
             if !self.driver.exists(&l.cache_id) {
                 problems.push(format!(
@@ -64,10 +64,10 @@ impl Engine {
             if !self.driver.exists(&c.cache_id) {
                 problems.push(format!("container {}: writable layer missing", c.name));
             }
-            if let Some(p) = &c.parent {
-                if !layer_ids.contains(p) {
-                    problems.push(format!("container {}: image layer {p} missing", c.name));
-                }
+            if let Some(p) = &c.parent
+                && !layer_ids.contains(p)
+            {
+                problems.push(format!("container {}: image layer {p} missing", c.name));
             }
         }
 

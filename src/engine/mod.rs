@@ -70,7 +70,28 @@ pub struct Engine {
     pub meta: Meta,
     pub content: ContentStore,
     pub driver: Box<dyn Driver>,
+    /// `tmp/.alive-…`: exists while this process has the store open. One left behind means a
+    /// process died mid-operation, and only then is the full leftover scan worth its cost.
+    alive_marker: Option<PathBuf>,
     _store_lock: LockFile,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(m) = &self.alive_marker {
+            let _ = fs::remove_file(m);
+        }
+    }
+}
+
+fn create_alive_marker(root: &Path) -> Result<PathBuf, EngineError> {
+    let p = root.join("tmp").join(format!(
+        ".alive-{}-{}",
+        std::process::id(),
+        crate::atomic_file::random_hex(4)
+    ));
+    fs::File::create(&p).map_err(io_err(format!("creating {}", p.display())))?;
+    Ok(p)
 }
 
 impl Engine {
@@ -92,6 +113,16 @@ impl Engine {
                     false,
                 ),
             };
+        // Alone, anything in tmp/ was left by a process that died (every live one holds the lock).
+        let interrupted = alone
+            && fs::read_dir(root.join("tmp"))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+        let alive_marker = if alone {
+            None
+        } else {
+            Some(create_alive_marker(root)?)
+        };
         let meta = Meta::open(&root.join("meta.db"))?;
         let wanted = driver.map(|d| if d == "overlay2" { "overlay" } else { d });
         let recorded = meta.setting("driver")?;
@@ -116,28 +147,32 @@ impl Engine {
                     Ok(())
                 })?;
                 let r = meta.setting("driver")?.unwrap_or(chosen);
-                if let Some(w) = w {
-                    if r != w {
-                        return Err(EngineError::Invalid(format!(
-                            "store {} uses storage driver {r:?}",
-                            root.display()
-                        )));
-                    }
+                if let Some(w) = w
+                    && r != w
+                {
+                    return Err(EngineError::Invalid(format!(
+                        "store {} uses storage driver {r:?}",
+                        root.display()
+                    )));
                 }
                 r
             }
         };
         let driver = driver::open(root, &name)?;
         let content = ContentStore::open(&root.join("content"), &root.join("tmp"))?;
-        let engine = Engine {
+        let mut engine = Engine {
             root: root.to_path_buf(),
             meta,
             content,
             driver,
+            alive_marker,
             _store_lock: store_lock,
         };
         if alone {
-            engine.remove_leftovers()?;
+            if interrupted {
+                engine.remove_leftovers()?;
+            }
+            engine.alive_marker = Some(create_alive_marker(root)?);
             engine
                 ._store_lock
                 .downgrade()

@@ -318,12 +318,12 @@ impl BlobFetch {
                 self.finish()?;
                 return Ok(0);
             }
-            if self.http.is_none() {
-                if let Err(e) = self.open_http() {
-                    return Err(io::Error::other(
-                        self.ctx.fail(format!("layer {}: {e}", self.desc.digest)),
-                    ));
-                }
+            if self.http.is_none()
+                && let Err(e) = self.open_http()
+            {
+                return Err(io::Error::other(
+                    self.ctx.fail(format!("layer {}: {e}", self.desc.digest)),
+                ));
             }
             let want = (self.size - self.count).min(buf.len() as u64) as usize;
             let r = self.http.as_mut().expect("open").read(&mut buf[..want]);
@@ -497,12 +497,12 @@ impl Engine {
         // 1. What the reference names: a manifest, or an index to pick our platform from.
         let (top_bytes, top_header_mt) = client.get_manifest(&repo, &refstr)?;
         let top_digest = Digest::of(&top_bytes);
-        if let Some(d) = &r.digest {
-            if *d != top_digest {
-                return Err(invalid(format!(
-                    "the registry's manifest hashes to {top_digest}, not {d}"
-                )));
-            }
+        if let Some(d) = &r.digest
+            && *d != top_digest
+        {
+            return Err(invalid(format!(
+                "the registry's manifest hashes to {top_digest}, not {d}"
+            )));
         }
         let top_mt = media_type_of(&top_header_mt, &top_bytes);
         let mut docs: Vec<(Digest, String, Vec<u8>)> = Vec::new();
@@ -677,9 +677,8 @@ impl Engine {
                 if dest.exists() {
                     let _ = fs::remove_file(p);
                 } else if p.exists() {
-                    File::open(p)
-                        .and_then(|f| f.sync_all())
-                        .and_then(|_| fs::rename(p, &dest))
+                    // Its data was flushed by the layer commit's syncfs; only the name moves.
+                    fs::rename(p, &dest)
                         .map_err(io_err(format!("keeping blob {}", d.desc.digest)))?;
                 }
             }

@@ -188,18 +188,17 @@ fn send_blob(
         progress.layer(id, Status::LayerAlreadyExists);
         return Ok(true);
     }
+    // The most recent repository known to hold it; if the mount is refused, the registry
+    // has opened an ordinary upload session instead.
     let mut location = None;
-    for from in mount_from {
+    if let Some(from) = mount_from.first() {
         client.add_scope(format!("repository:{from}:pull"))?;
         match client.mount_blob(repo, &desc.digest, from)? {
             None => {
                 progress.layer(id, Status::MountedFrom(from.clone()));
                 return Ok(true);
             }
-            Some(loc) => {
-                location = Some(loc);
-                break;
-            }
+            Some(loc) => location = Some(loc),
         }
     }
     let Some(path) = local else {
@@ -294,16 +293,16 @@ impl Engine {
             })?
             .collect::<Result<_, _>>()?;
         for (b, mt, size) in rows {
-            if let Ok(d) = b.parse::<Digest>() {
-                if self.content.contains(&d) {
-                    return Ok(Some(Descriptor {
-                        media_type: mt,
-                        digest: d,
-                        size,
-                        annotations: None,
-                        platform: None,
-                    }));
-                }
+            if let Ok(d) = b.parse::<Digest>()
+                && self.content.contains(&d)
+            {
+                return Ok(Some(Descriptor {
+                    media_type: mt,
+                    digest: d,
+                    size,
+                    annotations: None,
+                    platform: None,
+                }));
             }
         }
         Ok(None)
@@ -316,7 +315,7 @@ impl Engine {
         blob: &Digest,
     ) -> Result<Vec<String>, EngineError> {
         let mut st = self.meta.conn().prepare(
-            "SELECT repository FROM blob_sources WHERE blob=?1 AND registry=?2 AND repository<>?3 ORDER BY rowid DESC LIMIT 3",
+            "SELECT repository FROM blob_sources WHERE blob=?1 AND registry=?2 AND repository<>?3 ORDER BY rowid DESC LIMIT 1",
         )?;
         let v = st
             .query_map(params![blob.to_string(), registry, repo], |r| r.get(0))?

@@ -28,14 +28,14 @@ impl Engine {
                 out.lines.push(format!("Untagged: {}", r.familiar()));
                 return Ok(out);
             }
-            if let Some(c) = users.first() {
-                if !force {
-                    return Err(EngineError::Conflict(format!(
-                        "unable to remove repository reference \"{arg}\" (must force) - container {} is using its referenced image {}",
-                        &c.id[..12],
-                        rec.id.short()
-                    )));
-                }
+            if let Some(c) = users.first()
+                && !force
+            {
+                return Err(EngineError::Conflict(format!(
+                    "unable to remove repository reference \"{arg}\" (must force) - container {} is using its referenced image {}",
+                    &c.id[..12],
+                    rec.id.short()
+                )));
             }
         } else {
             let repos: std::collections::HashSet<String> =
@@ -46,14 +46,14 @@ impl Engine {
                     rec.id.short()
                 )));
             }
-            if let Some(c) = users.first() {
-                if !force {
-                    return Err(EngineError::Conflict(format!(
-                        "unable to delete {} (must be forced) - image is being used by stopped container {}",
-                        rec.id.short(),
-                        &c.id[..12]
-                    )));
-                }
+            if let Some(c) = users.first()
+                && !force
+            {
+                return Err(EngineError::Conflict(format!(
+                    "unable to delete {} (must be forced) - image is being used by stopped container {}",
+                    rec.id.short(),
+                    &c.id[..12]
+                )));
             }
         }
         self.delete_image(&rec, &mut out)?;

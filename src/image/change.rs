@@ -13,10 +13,10 @@ pub struct ChangeError {
 /// `["a","b"]` (JSON form) or a shell form run by `/bin/sh -c`.
 fn command(arg: &str, input: &str) -> Result<Value, ChangeError> {
     let t = arg.trim();
-    if t.starts_with('[') {
-        if let Ok(v) = serde_json::from_str::<Vec<String>>(t) {
-            return Ok(json!(v));
-        }
+    if t.starts_with('[')
+        && let Ok(v) = serde_json::from_str::<Vec<String>>(t)
+    {
+        return Ok(json!(v));
     }
     if t.is_empty() {
         return Err(ChangeError {

@@ -188,17 +188,15 @@ impl<'a> ImageStore<'a> {
                 .by_id_prefix(hex)?
                 .ok_or_else(|| ImageError::NotFound(s.to_string()));
         }
-        if let Ok(r) = Reference::parse_tagged(s) {
-            if let Some(id) = self.lookup_ref(&r)? {
-                return self
-                    .get(&id)?
-                    .ok_or_else(|| ImageError::NotFound(s.to_string()));
-            }
+        if let Ok(r) = Reference::parse_tagged(s)
+            && let Some(id) = self.lookup_ref(&r)?
+        {
+            return self
+                .get(&id)?
+                .ok_or_else(|| ImageError::NotFound(s.to_string()));
         }
-        if looks_like_id {
-            if let Some(rec) = self.by_id_prefix(hex)? {
-                return Ok(rec);
-            }
+        if looks_like_id && let Some(rec) = self.by_id_prefix(hex)? {
+            return Ok(rec);
         }
         Err(ImageError::NotFound(s.to_string()))
     }

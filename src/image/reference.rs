@@ -82,10 +82,10 @@ impl Reference {
             }
             _ => (rest, None),
         };
-        if let Some(t) = &tag {
-            if !valid_tag(t) {
-                return Err(err("invalid tag"));
-            }
+        if let Some(t) = &tag
+            && !valid_tag(t)
+        {
+            return Err(err("invalid tag"));
         }
         if name.is_empty() {
             return Err(err("empty repository name"));

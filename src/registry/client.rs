@@ -146,12 +146,12 @@ fn load_certs(dir: &Path) -> (Vec<Certificate<'static>>, Option<ClientCert>) {
             }
         } else if ext == "cert" {
             let key = p.with_extension("key");
-            if let (Ok(c), Ok(k)) = (std::fs::read(p), std::fs::read(&key)) {
-                if let Ok(k) = PrivateKey::from_pem(&k) {
-                    let chain = pem_certs(&c);
-                    if !chain.is_empty() {
-                        client = Some(ClientCert::new_with_certs(&chain, k));
-                    }
+            if let (Ok(c), Ok(k)) = (std::fs::read(p), std::fs::read(&key))
+                && let Ok(k) = PrivateKey::from_pem(&k)
+            {
+                let chain = pem_certs(&c);
+                if !chain.is_empty() {
+                    client = Some(ClientCert::new_with_certs(&chain, k));
                 }
             }
         }
@@ -312,10 +312,8 @@ impl Client {
             .nth(1)
             .and_then(|r| r.split('/').next())
             .is_some_and(|h| h == self.host);
-        if same_host {
-            if let Some(a) = self.auth_header() {
-                b = b.header("Authorization", a);
-            }
+        if same_host && let Some(a) = self.auth_header() {
+            b = b.header("Authorization", a);
         }
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

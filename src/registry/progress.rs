@@ -185,7 +185,7 @@ impl Progress for Printer {
         match st.ids.iter().position(|x| x == id) {
             None => {
                 st.ids.push(id.to_string());
-                let _ = write!(st.out, "{text}\n");
+                let _ = writeln!(st.out, "{text}");
             }
             Some(i) => {
                 let up = st.ids.len() - i;

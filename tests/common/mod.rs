@@ -95,9 +95,14 @@ impl Store {
 
     /// Bytes on disk under the root (du), to prove sharing by space, not by counting records.
     pub fn disk_usage(&self) -> u64 {
+        self.disk_usage_of("")
+    }
+
+    /// Bytes on disk under `ROOT/sub` (e.g. the driver's directory, without the database).
+    pub fn disk_usage_of(&self, sub: &str) -> u64 {
         let o = Command::new("du")
             .args(["-s", "-B1", "-x"])
-            .arg(&self.root)
+            .arg(self.root.join(sub))
             .output()
             .unwrap();
         String::from_utf8_lossy(&o.stdout)
