@@ -229,21 +229,65 @@ impl Engine {
                 }
             }
         }
-        let mut referenced: HashSet<String> = HashSet::new();
-        let mut st = self.meta.conn().prepare(
-            "SELECT id FROM images UNION SELECT manifest FROM images WHERE manifest IS NOT NULL
-             UNION SELECT manifest FROM image_manifests
-             UNION SELECT blob FROM layer_blobs WHERE diff_id IN (SELECT diff_id FROM layers)",
-        )?;
-        for r in st.query_map([], |r| r.get::<_, String>(0))? {
-            referenced.insert(r?);
-        }
+        let referenced = self.referenced_blobs()?;
         for d in self.content.list()? {
             if !referenced.contains(&d.to_string()) {
                 self.content.delete(&d)?;
             }
         }
         Ok(())
+    }
+
+    /// Every blob a record still needs: image configs, manifests, and the compressed blobs
+    /// pulled for layers that exist.
+    fn referenced_blobs(&self) -> Result<HashSet<String>, EngineError> {
+        let mut st = self.meta.conn().prepare(
+            "SELECT id FROM images UNION SELECT manifest FROM images WHERE manifest IS NOT NULL
+             UNION SELECT manifest FROM image_manifests
+             UNION SELECT blob FROM layer_blobs WHERE diff_id IN (SELECT diff_id FROM layers)",
+        )?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Delete those of `candidates` no record needs any more (after an image or layers went).
+    /// Only the blobs of what this process removed are candidates: a blob another process has
+    /// just stored, and not yet recorded, is never among them.
+    pub fn remove_blobs_if_unreferenced(&self, candidates: &[String]) -> Result<(), EngineError> {
+        let referenced = self.referenced_blobs()?;
+        for c in candidates {
+            if !referenced.contains(c)
+                && let Ok(d) = c.parse()
+            {
+                self.content.delete(&d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The blobs an image's records name: its config, its manifests, and the compressed blobs
+    /// of its layers (candidates for removal once the image is deleted).
+    pub fn blobs_of_image(
+        &self,
+        id: &crate::digest::Digest,
+        diff_ids: &[crate::digest::Digest],
+    ) -> Result<Vec<String>, EngineError> {
+        let mut out = vec![id.to_string()];
+        let conn = self.meta.conn();
+        let mut st = conn.prepare(
+            "SELECT manifest FROM images WHERE id = ?1 AND manifest IS NOT NULL
+             UNION SELECT manifest FROM image_manifests WHERE image_id = ?1",
+        )?;
+        for r in st.query_map(params![id.to_string()], |r| r.get::<_, String>(0))? {
+            out.push(r?);
+        }
+        let mut st = conn.prepare("SELECT blob FROM layer_blobs WHERE diff_id = ?1")?;
+        for d in diff_ids {
+            for r in st.query_map(params![d.to_string()], |r| r.get::<_, String>(0))? {
+                out.push(r?);
+            }
+        }
+        Ok(out)
     }
 
     /// Delete every layer that no image, container or other layer needs, leaves first.

@@ -22,13 +22,25 @@ impl Engine {
             .filter(|r| rec.tags.contains(r) || rec.digests.contains(r));
         let users = self.containers().using_image(&rec.id)?;
         if let Some(r) = by_name {
-            let names = rec.tags.len() + rec.digests.len();
-            if names > 1 {
-                images.untag(&r)?;
-                out.lines.push(format!("Untagged: {}", r.familiar()));
-                return Ok(out);
+            // The names this removes: the one given and, when it was the repository's last
+            // tag, that repository's digest references too (as Docker does).
+            let mut going = vec![r.clone()];
+            if r.digest.is_none()
+                && !rec
+                    .tags
+                    .iter()
+                    .any(|t| *t != r && t.repository() == r.repository())
+            {
+                going.extend(
+                    rec.digests
+                        .iter()
+                        .filter(|d| d.repository() == r.repository())
+                        .cloned(),
+                );
             }
-            if let Some(c) = users.first()
+            let remaining = rec.tags.len() + rec.digests.len() - going.len();
+            if remaining == 0
+                && let Some(c) = users.first()
                 && !force
             {
                 return Err(EngineError::Conflict(format!(
@@ -37,6 +49,16 @@ impl Engine {
                     rec.id.short()
                 )));
             }
+            for n in &going {
+                images.untag(n)?;
+                out.lines.push(format!("Untagged: {}", n.familiar()));
+            }
+            if remaining > 0 {
+                return Ok(out);
+            }
+            let rec = images.get(&rec.id)?.unwrap_or(rec);
+            self.delete_image(&rec, &mut out)?;
+            return Ok(out);
         } else {
             let repos: std::collections::HashSet<String> =
                 rec.tags.iter().map(|t| t.repository()).collect();
@@ -64,6 +86,12 @@ impl Engine {
     /// layers: the layer store only drops what nothing references.
     fn delete_image(&self, rec: &ImageRecord, out: &mut Removal) -> Result<(), EngineError> {
         let images = self.images();
+        // What the image's records name, read before they go: freed below if nothing else needs it.
+        let diff_ids = images
+            .config(&rec.id)
+            .map(|(_, c)| c.rootfs.diff_ids)
+            .unwrap_or_default();
+        let blobs = self.blobs_of_image(&rec.id, &diff_ids)?;
         for t in rec.tags.iter().chain(&rec.digests) {
             images.untag(t)?;
             out.lines.push(format!("Untagged: {}", t.familiar()));
@@ -73,9 +101,8 @@ impl Engine {
         for chain in self.collect_layers()? {
             out.lines.push(format!("Deleted: {chain}"));
         }
-        // The config blob goes last: until the record is gone it must stay readable.
-        self.content.delete(&rec.id)?;
-        Ok(())
+        // Blobs last (the config among them): until the records are gone they must stay readable.
+        self.remove_blobs_if_unreferenced(&blobs)
     }
 
     /// Remove dangling images (no names), or with `all` every image no container uses.
