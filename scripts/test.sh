@@ -5,4 +5,4 @@ set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --release --all-targets
-cargo test --release -- --test-threads=2
+cargo test --release --no-fail-fast -- --test-threads=2

@@ -125,6 +125,10 @@ pub struct Client {
     scheme: Mutex<Option<&'static str>>,
     creds: Option<Credentials>,
     auth: Mutex<AuthState>,
+    /// Bumped whenever `auth` changes: a request that got a 401 with an older generation
+    /// than the current one just retries (another thread negotiated meanwhile) instead of
+    /// taking the 401 as refused credentials.
+    auth_generation: std::sync::atomic::AtomicU64,
     scopes: Mutex<Vec<String>>,
     /// Count of requests sent (for tests and benchmarks: `STRATA_DEBUG_HTTP`).
     pub requests: std::sync::atomic::AtomicU64,
@@ -216,6 +220,7 @@ impl Client {
             scheme: Mutex::new(None),
             creds,
             auth: Mutex::new(AuthState::None),
+            auth_generation: Default::default(),
             scopes: Mutex::new(scopes),
             requests: Default::default(),
         })
@@ -234,7 +239,7 @@ impl Client {
         let state = self.auth.lock().unwrap().clone();
         if let AuthState::Bearer { challenge, .. } = state {
             let token = self.fetch_token(&challenge)?;
-            *self.auth.lock().unwrap() = AuthState::Bearer { token, challenge };
+            self.set_auth(AuthState::Bearer { token, challenge });
         }
         Ok(())
     }
@@ -349,12 +354,16 @@ impl Client {
         body: Payload,
         what: &str,
     ) -> Result<Response<Body>, RegistryError> {
+        use std::sync::atomic::Ordering;
         let mut authed = false;
         loop {
+            let generation = self.auth_generation.load(Ordering::SeqCst);
             let resp = self.send_scheme(&method, path, headers, &body, what)?;
             if resp.status() == 401 && !authed {
                 authed = true;
-                if self.authenticate(&resp)? {
+                if self.auth_generation.load(Ordering::SeqCst) != generation
+                    || self.authenticate(&resp)?
+                {
                     continue;
                 }
             }
@@ -405,6 +414,12 @@ impl Client {
         }
     }
 
+    fn set_auth(&self, state: AuthState) {
+        *self.auth.lock().unwrap() = state;
+        self.auth_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Answer a 401's challenge. Returns false when there is nothing to answer with.
     fn authenticate(&self, resp: &Response<Body>) -> Result<bool, RegistryError> {
         let challenges: Vec<Challenge> = resp
@@ -416,10 +431,10 @@ impl Client {
             .collect();
         if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
             let token = self.fetch_token(c)?;
-            *self.auth.lock().unwrap() = AuthState::Bearer {
+            self.set_auth(AuthState::Bearer {
                 token,
                 challenge: c.clone(),
-            };
+            });
             return Ok(true);
         }
         if challenges.iter().any(|c| c.scheme == "basic") && self.creds.is_some() {
@@ -428,6 +443,8 @@ impl Client {
                 return Ok(false); // the credentials were refused
             }
             *a = AuthState::Basic;
+            self.auth_generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             return Ok(true);
         }
         Ok(false)
