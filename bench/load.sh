@@ -15,7 +15,8 @@ MB=$(( $(stat -c %s "$FIX/fat.tar") / 1000000 ))
 
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-quiet() { sync; sleep "$QUIET"; }
+# Same conditions for every tool: nothing cached, a settled disk.
+quiet() { sync; echo 3 > /proc/sys/vm/drop_caches; sleep "$QUIET"; }
 timed() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); echo "$t1 - $t0" | bc; }
 
 declare -A results
@@ -25,11 +26,14 @@ for run in $(seq "$RUNS"); do
     results[strata-$drv]+="$(timed "$S" --root "$ROOT" --storage-driver "$drv" load -i "$FIX/fat.tar") "
   done
   if docker info >/dev/null 2>&1; then
-    docker rmi -f bench/fat:latest >/dev/null 2>&1 || true; quiet
+    # Every image removed and pruned: a remaining tag would keep the layers and make the
+    # next load a no-op.
+    docker rmi -f $(docker images -aq) >/dev/null 2>&1 || true
+    docker image prune -af >/dev/null 2>&1 || true; quiet
     results[docker]+="$(timed docker load -i "$FIX/fat.tar") "
   fi
   if command -v podman >/dev/null; then
-    podman rmi -f bench/fat:latest >/dev/null 2>&1 || true; quiet
+    podman rmi -af >/dev/null 2>&1 || true; quiet
     results[podman]+="$(timed podman load -i "$FIX/fat.tar") "
   fi
 done

@@ -72,11 +72,12 @@ for run in $(seq "$RUNS"); do
   st "$SRC" push $R/fat:latest >/dev/null
   st "$SRC" push $R/fat2:latest >/dev/null
   if docker info >/dev/null 2>&1; then
-    docker rmi -f $R/fat:latest bench/fat:latest >/dev/null 2>&1 || true; quiet
+    # all images, pruned: another tag would keep the layers and make the pull a no-op
+    docker rmi -f $(docker images -aq) >/dev/null 2>&1 || true; docker image prune -af >/dev/null 2>&1 || true; quiet
     res[docker-cold]+="$(timed env -u DOCKER_CONFIG docker pull $R/fat:latest) "
   fi
   if command -v podman >/dev/null && podman info >/dev/null 2>&1; then
-    podman rmi -f $R/fat:latest bench/fat:latest >/dev/null 2>&1 || true; quiet
+    podman rmi -af >/dev/null 2>&1 || true; quiet
     res[podman-cold]+="$(timed env -u DOCKER_CONFIG podman pull --tls-verify=false $R/fat:latest) "
   fi
 done
