@@ -21,6 +21,13 @@ M=$($S mount quickstart)
 echo hello > "$M/tmp/hello"
 $S umount quickstart
 $S ps -a
+$S diff quickstart
+$S run --rm busybox echo hello from a container
+$S run -d --name sleeper busybox sleep 30
+$S ps -s
+$S exec sleeper cat /proc/1/cmdline | tr '\0' ' '; echo
+$S rm -f sleeper
+$S system df
 $S export quickstart | tar -t | grep -c . 
 $S save -o /var/tmp/strata-busybox.tar busybox
 $S rm quickstart
