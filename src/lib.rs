@@ -12,5 +12,5 @@ pub mod image;
 pub mod layer;
 pub mod lock;
 pub mod meta;
-pub mod runtime;
 pub mod registry;
+pub mod runtime;

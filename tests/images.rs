@@ -193,7 +193,9 @@ both_drivers!(tag_untag_and_rmi_rules, |driver| {
     let _ = c;
     assert_eq!(s.ok(&["images", "-q"]), "");
     assert!(s.ok(&["info"]).contains("Layers: 0"));
-    let blobs = std::fs::read_dir(s.path().join("content/blobs/sha256")).unwrap().count();
+    let blobs = std::fs::read_dir(s.path().join("content/blobs/sha256"))
+        .unwrap()
+        .count();
     assert_eq!(blobs, 0, "the config blob must go with the image");
     s.fsck_clean();
 });

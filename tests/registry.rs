@@ -523,11 +523,20 @@ fn pull_skips_present_layers() {
     b.fsck_clean();
     // rmi frees what the pulls kept: manifests, configs and compressed blobs; the shared
     // base's blob stays until the last image using that layer goes.
-    let blobs = |s: &Store| std::fs::read_dir(s.path().join("content/blobs/sha256")).unwrap().count();
+    let blobs = |s: &Store| {
+        std::fs::read_dir(s.path().join("content/blobs/sha256"))
+            .unwrap()
+            .count()
+    };
     let with_both = blobs(&b);
     env.ok(&b, &["rmi", &app_name]);
     assert!(blobs(&b) < with_both, "rmi of app freed no blob");
-    assert!(b.path().join("content/blobs/sha256").join(&base_blob[7..]).exists());
+    assert!(
+        b.path()
+            .join("content/blobs/sha256")
+            .join(&base_blob[7..])
+            .exists()
+    );
     env.ok(&b, &["rmi", &base_name]);
     assert_eq!(blobs(&b), 0, "blobs left after removing every image");
     b.fsck_clean();

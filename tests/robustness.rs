@@ -155,14 +155,14 @@ both_drivers!(digest_mismatch_and_truncation_leave_nothing, |driver| {
     // A truncated archive.
     let whole = docker_archive(
         &config_for(std::slice::from_ref(&good), "/x"),
-        &[good.clone()],
+        std::slice::from_ref(&good),
         &["bad:1"],
     );
     rejected(&s, &whole[..whole.len() / 3], "");
     // A config whose name says another digest.
     let mut a = docker_archive(
         &config_for(std::slice::from_ref(&good), "/x"),
-        &[good.clone()],
+        std::slice::from_ref(&good),
         &["bad:1"],
     );
     let cfg = config_for(std::slice::from_ref(&good), "/x");

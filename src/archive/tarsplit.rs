@@ -22,12 +22,12 @@
 //! `Inline` records. Memory stays bounded whatever the size of the layer.
 
 use super::ArchiveError;
-use std::os::fd::OwnedFd;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 const MAGIC: &[u8] = b"STRATASPLIT";

@@ -284,10 +284,10 @@ pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
             entries.push(("<none>".into(), "<none>".into()));
         }
         for (repo, tag) in entries {
-            if let Some(f) = &filter {
-                if f.familiar_repository() != repo || f.tag.as_ref().is_some_and(|t| *t != tag) {
-                    continue;
-                }
+            if let Some(f) = &filter
+                && (f.familiar_repository() != repo || f.tag.as_ref().is_some_and(|t| *t != tag))
+            {
+                continue;
             }
             let mut row = vec![repo.clone(), tag.clone()];
             if a.digests {
@@ -475,11 +475,11 @@ pub fn image_json(engine: &strata::engine::Engine, name: &str) -> Result<serde_j
     let rec = engine.images().resolve(name)?;
     let (_, cfg) = engine.images().config(&rec.id)?;
     let mut graph = serde_json::Map::new();
-    if let Some(top) = &rec.top_layer {
-        if let Some(l) = engine.layers().get(top)? {
-            for (k, v) in engine.driver.metadata(&l.cache_id) {
-                graph.insert(k, json!(v));
-            }
+    if let Some(top) = &rec.top_layer
+        && let Some(l) = engine.layers().get(top)?
+    {
+        for (k, v) in engine.driver.metadata(&l.cache_id) {
+            graph.insert(k, json!(v));
         }
     }
     Ok(json!({

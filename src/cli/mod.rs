@@ -30,11 +30,7 @@ pub struct Cli {
     )]
     root: PathBuf,
     /// Storage driver: overlay or vfs (default: overlay where the filesystem supports it)
-    #[arg(
-        long = "storage-driver",
-        global = true,
-        env = "STRATA_STORAGE_DRIVER"
-    )]
+    #[arg(long = "storage-driver", global = true, env = "STRATA_STORAGE_DRIVER")]
     storage_driver: Option<String>,
     #[command(subcommand)]
     cmd: Command,

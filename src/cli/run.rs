@@ -60,12 +60,13 @@ impl RunOpts {
             );
         }
         LogOpts::parse(&self.log_opt)?;
-        if let Some(r) = &self.runtime {
-            if !r.is_empty() && !std::path::Path::new(r).is_file() {
-                bail!(
-                    "runtime {r:?}: no such file (give the path of an OCI runtime binary such as /usr/sbin/runc)"
-                );
-            }
+        if let Some(r) = &self.runtime
+            && !r.is_empty()
+            && !std::path::Path::new(r).is_file()
+        {
+            bail!(
+                "runtime {r:?}: no such file (give the path of an OCI runtime binary such as /usr/sbin/runc)"
+            );
         }
         Ok(RunConfig {
             cmd: cmd.to_vec(),
@@ -343,10 +344,10 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
     } else {
         let code = attached(&engine, &c, a.opts.interactive)?;
         // A start that failed leaves a Created container; --rm removes it all the same.
-        if c.config.auto_remove {
-            if let Ok(c) = engine.containers().get(&c.id) {
-                let _ = engine.containers().remove(&c);
-            }
+        if c.config.auto_remove
+            && let Ok(c) = engine.containers().get(&c.id)
+        {
+            let _ = engine.containers().remove(&c);
         }
         Ok(code)
     }
