@@ -229,26 +229,16 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<i32> {
     Ok(code)
 }
 
-fn command_of(c: &Container, engine: &Engine) -> String {
+/// The command `ps` shows: the container's entrypoint and command, else the image's.
+pub(super) fn command_of(c: &Container, engine: &Engine) -> String {
     let mut argv: Vec<String> = c.config.entrypoint.clone();
-    let mut cmd = c.config.cmd.clone();
-    if cmd.is_empty() && c.config.entrypoint.is_empty() {
-        // The image's defaults apply when the container did not set its own.
-        if let Ok((_, cfg)) = engine.images().config(&c.image_id) {
-            let list = |v: Option<&serde_json::Value>| -> Vec<String> {
-                v.and_then(|v| v.as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|s| s.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
-            argv = list(cfg.field("Entrypoint"));
-            cmd = list(cfg.field("Cmd"));
-        }
+    argv.extend(c.config.cmd.iter().cloned());
+    if argv.is_empty()
+        && let Ok((_, cfg)) = engine.images().config(&c.image_id)
+    {
+        argv = cfg.strings("Entrypoint");
+        argv.extend(cfg.strings("Cmd"));
     }
-    argv.extend(cmd);
     argv.join(" ")
 }
 

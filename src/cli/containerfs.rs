@@ -417,12 +417,7 @@ fn df_verbose(
     ];
     for u in &du.containers {
         let c = &u.container;
-        let cmd = strata::engine::run::argv_of(c, &[], &[]).join(" ");
-        let cmd = if cmd.is_empty() {
-            image_command(engine, c)
-        } else {
-            cmd
-        };
+        let cmd = super::container::command_of(c, engine);
         t.push(vec![
             c.id[..12].to_string(),
             c.image_ref.clone(),
@@ -458,25 +453,6 @@ fn df_verbose(
         .to_vec()],
     )?;
     Ok(0)
-}
-
-/// The image's Entrypoint + Cmd, for a container that set neither.
-fn image_command(engine: &Engine, c: &Container) -> String {
-    let Ok((_, cfg)) = engine.images().config(&c.image_id) else {
-        return String::new();
-    };
-    let list = |v: Option<&serde_json::Value>| -> Vec<String> {
-        v.and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut argv = list(cfg.field("Entrypoint"));
-    argv.extend(list(cfg.field("Cmd")));
-    argv.join(" ")
 }
 
 #[cfg(test)]

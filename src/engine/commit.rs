@@ -107,16 +107,6 @@ pub struct CommitOptions<'a> {
     pub name: Option<&'a Reference>,
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl Engine {
     /// The cache-id of the layer a container's writable layer sits on.
     fn parent_cache_id(&self, c: &Container) -> Result<Option<String>, EngineError> {
@@ -166,7 +156,7 @@ impl Engine {
         if !c.config.entrypoint.is_empty() {
             return Vec::new();
         }
-        strings(image_config.and_then(|m| m.get("Cmd")))
+        crate::image::config::string_list(image_config.and_then(|m| m.get("Cmd")))
     }
 
     /// A new image: the container's image plus one layer of the container's changes (none if
@@ -198,7 +188,7 @@ impl Engine {
             cc.insert("Cmd".into(), json!(rc.cmd));
         }
         if !rc.env.is_empty() {
-            let mut env = strings(cc.get("Env"));
+            let mut env = crate::image::config::string_list(cc.get("Env"));
             for e in &rc.env {
                 let key = e.split('=').next().unwrap_or(e);
                 env.retain(|x| x.split('=').next() != Some(key));

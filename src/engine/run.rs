@@ -227,17 +227,6 @@ pub fn state_of(root: &Path, c: &Container) -> RunState {
 // ---------------------------------------------------------------------------------------
 // What the container runs
 
-fn string_list(v: Option<&serde_json::Value>) -> Vec<String> {
-    match v {
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|s| s.as_str().map(str::to_string))
-            .collect(),
-        Some(serde_json::Value::String(s)) => vec![s.clone()],
-        _ => Vec::new(),
-    }
-}
-
 /// The image config's `Config` fields a start needs.
 struct ImageDefaults {
     cmd: Vec<String>,
@@ -257,9 +246,9 @@ fn image_defaults(engine: &Engine, c: &Container) -> Result<ImageDefaults, RunEr
             .to_string()
     };
     Ok(ImageDefaults {
-        cmd: string_list(cfg.field("Cmd")),
-        entrypoint: string_list(cfg.field("Entrypoint")),
-        env: string_list(cfg.field("Env")),
+        cmd: cfg.strings("Cmd"),
+        entrypoint: cfg.strings("Entrypoint"),
+        env: cfg.strings("Env"),
         working_dir: s("WorkingDir"),
         user: s("User"),
         stop_signal: Some(s("StopSignal")).filter(|s| !s.is_empty()),

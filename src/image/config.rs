@@ -74,8 +74,26 @@ impl ImageConfig {
         self.config.as_ref()?.get(name).filter(|v| !v.is_null())
     }
 
+    /// A string-list field of the container config (`Cmd`, `Entrypoint`, `Env`…).
+    pub fn strings(&self, name: &str) -> Vec<String> {
+        string_list(self.field(name))
+    }
+
     pub fn created_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         parse_time(self.created.as_deref()?)
+    }
+}
+
+/// A JSON list of strings; a lone string counts as a one-item list (as Docker accepts it),
+/// anything else as empty.
+pub fn string_list(v: Option<&serde_json::Value>) -> Vec<String> {
+    match v {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect(),
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
     }
 }
 
