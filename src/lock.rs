@@ -13,7 +13,8 @@ pub struct LockFile {
     _file: File,
 }
 
-fn open(path: &Path) -> io::Result<File> {
+/// Open (creating) a lock file without truncating it.
+pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
     File::options()
         .read(true)
         .write(true)
@@ -25,19 +26,19 @@ fn open(path: &Path) -> io::Result<File> {
 impl LockFile {
     /// Wait for an exclusive lock.
     pub fn exclusive(path: &Path) -> io::Result<LockFile> {
-        let f = open(path)?;
+        let f = open_lock_file(path)?;
         flock(&f, FlockOperation::LockExclusive)?;
         Ok(LockFile { _file: f })
     }
     /// Wait for a shared lock.
     pub fn shared(path: &Path) -> io::Result<LockFile> {
-        let f = open(path)?;
+        let f = open_lock_file(path)?;
         flock(&f, FlockOperation::LockShared)?;
         Ok(LockFile { _file: f })
     }
     /// An exclusive lock if nobody else holds the file, else None.
     pub fn try_exclusive(path: &Path) -> io::Result<Option<LockFile>> {
-        let f = open(path)?;
+        let f = open_lock_file(path)?;
         match flock(&f, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(LockFile { _file: f })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),

@@ -55,7 +55,7 @@ impl ContainerDir {
     }
     /// Wait for the monitor lock (None: the directory is gone, the container was removed).
     pub fn lock_wait(&self) -> io::Result<Option<MonitorLock>> {
-        let f = match open_lock(&self.lock()) {
+        let f = match crate::lock::open_lock_file(&self.lock()) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -71,7 +71,7 @@ impl ContainerDir {
     /// The monitor lock unless someone (the monitor, a starting CLI) holds it. Never creates
     /// the directory: a container that never started (or was removed) has nobody to hold it.
     pub fn try_lock(&self) -> io::Result<TryLock> {
-        let f = match open_lock(&self.lock()) {
+        let f = match crate::lock::open_lock_file(&self.lock()) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TryLock::NoDir),
             Err(e) => return Err(e),
@@ -93,15 +93,6 @@ impl ContainerDir {
 /// The container's `monitor.lock`, held (flock, exclusive) by the monitor for its whole life.
 /// Its open file can be handed to a child process, which then holds the same lock.
 pub struct MonitorLock(File);
-
-fn open_lock(path: &Path) -> io::Result<File> {
-    File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-}
 
 impl MonitorLock {
     /// Adopt an inherited descriptor that already holds the lock.
