@@ -87,7 +87,7 @@ pub fn info(cli: &Cli, a: &InfoArgs) -> Result<i32> {
         }
         bail!("unsupported --format {f:?} (supported: json, '{{{{json .DriverStatus}}}}')");
     }
-    let containers = engine.containers().list()?;
+    let containers = strata::engine::run::refresh(&engine, engine.containers().list()?);
     let running = containers.iter().filter(|c| c.state == "running").count();
     let images = engine.images().list()?.len();
     let layers = engine.layers().list()?.len();
