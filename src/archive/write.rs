@@ -29,21 +29,9 @@ pub fn tar_directory(
     out: impl Write,
     whiteouts: Option<WhiteoutFormat>,
 ) -> Result<(), ArchiveError> {
-    let fd = rfs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| ArchiveError::io("open", dir, e.into()))?;
-    let mut w = Writer {
-        b: tar::Builder::new(io::BufWriter::with_capacity(256 << 10, out)),
-        root: dir.to_path_buf(),
-        overlay: whiteouts == Some(WhiteoutFormat::Overlay),
-        seen: HashMap::new(),
-    };
+    let (mut w, fd) = Writer::open(dir, out, whiteouts == Some(WhiteoutFormat::Overlay))?;
     w.walk(fd.as_fd(), b"")?;
-    let mut bw = w.b.into_inner().map_err(w_err)?;
-    bw.flush().map_err(w_err)
+    w.finish()
 }
 
 /// Writes a layer tar of the listed changes of the tree under `dir` (as Docker's
@@ -57,18 +45,7 @@ pub fn tar_changes(
     changes: &[(Vec<u8>, bool)],
     out: impl Write,
 ) -> Result<(), ArchiveError> {
-    let root = rfs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| ArchiveError::io("open", dir, e.into()))?;
-    let mut w = Writer {
-        b: tar::Builder::new(io::BufWriter::with_capacity(256 << 10, out)),
-        root: dir.to_path_buf(),
-        overlay: false,
-        seen: HashMap::new(),
-    };
+    let (mut w, root) = Writer::open(dir, out, false)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -112,8 +89,7 @@ pub fn tar_changes(
         let (p, fd) = cached.as_ref().expect("just set");
         w.entry_of(fd.as_fd(), p, name, false)?;
     }
-    let mut bw = w.b.into_inner().map_err(w_err)?;
-    bw.flush().map_err(w_err)
+    w.finish()
 }
 
 fn w_err(e: io::Error) -> ArchiveError {
@@ -216,6 +192,35 @@ impl<R: Read> Read for Exact<R> {
         }
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+impl<W: Write> Writer<io::BufWriter<W>> {
+    /// A tar writer over `out` for the tree under `dir`, and `dir` opened for `*at` walks.
+    fn open(
+        dir: &Path,
+        out: W,
+        overlay: bool,
+    ) -> Result<(Self, rustix::fd::OwnedFd), ArchiveError> {
+        let fd = rfs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ArchiveError::io("open", dir, e.into()))?;
+        let w = Writer {
+            b: tar::Builder::new(io::BufWriter::with_capacity(256 << 10, out)),
+            root: dir.to_path_buf(),
+            overlay,
+            seen: HashMap::new(),
+        };
+        Ok((w, fd))
+    }
+
+    /// Write the end-of-archive blocks and flush.
+    fn finish(self) -> Result<(), ArchiveError> {
+        let mut bw = self.b.into_inner().map_err(w_err)?;
+        bw.flush().map_err(w_err)
     }
 }
 
