@@ -351,6 +351,19 @@ impl<'a> ContainerStore<'a> {
         Ok(p)
     }
 
+    /// Run `f` on the container's mounted root filesystem; unmount afterwards, also when `f`
+    /// fails (an unmount error wins over `f`'s result).
+    pub fn with_rootfs<T, E: From<ContainerError>>(
+        &self,
+        c: &Container,
+        f: impl FnOnce(&std::path::Path) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let root = self.mount(c)?;
+        let r = f(&root);
+        self.unmount(c, false)?;
+        r
+    }
+
     /// Drop one mount reference; unmount when none remain (or when `force`).
     pub fn unmount(&self, c: &Container, force: bool) -> Result<(), ContainerError> {
         let left: i64 = self.meta.write(|tx| -> Result<i64, ContainerError> {

@@ -179,25 +179,24 @@ pub fn export(cli: &Cli, a: &ExportArgs) -> Result<i32> {
     if a.output.is_none() && std::io::stdout().is_terminal() {
         bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
     }
-    let store = engine.containers();
-    let root = store.mount(&c)?;
-    let result = (|| -> Result<()> {
-        match &a.output {
-            Some(p) => {
-                let f = std::fs::File::create(p)
-                    .with_context(|| format!("creating {}", p.display()))?;
-                strata::archive::tar_directory(&root, std::io::BufWriter::new(f), None)?;
+    engine.containers().with_rootfs(&c, |root| -> Result<()> {
+        let written = (|| -> Result<()> {
+            match &a.output {
+                Some(p) => {
+                    let f = std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?;
+                    strata::archive::tar_directory(root, std::io::BufWriter::new(f), None)?;
+                }
+                None => strata::archive::tar_directory(
+                    root,
+                    std::io::BufWriter::new(std::io::stdout().lock()),
+                    None,
+                )?,
             }
-            None => strata::archive::tar_directory(
-                &root,
-                std::io::BufWriter::new(std::io::stdout().lock()),
-                None,
-            )?,
-        }
-        Ok(())
-    })();
-    store.unmount(&c, false)?;
-    result.with_context(|| format!("exporting container {}", a.container))?;
+            Ok(())
+        })();
+        written.with_context(|| format!("exporting container {}", a.container))
+    })?;
     Ok(0)
 }
 

@@ -497,10 +497,8 @@ impl Engine {
         src: &str,
         dest: &Path,
     ) -> Result<(), EngineError> {
-        let store = self.containers();
-        let root_path = store.mount(c)?;
-        let r = (|| {
-            let root = rfs::open(&root_path, DIR, Mode::empty())
+        self.containers().with_rootfs(c, |root_path| {
+            let root = rfs::open(root_path, DIR, Mode::empty())
                 .map_err(|e| ioerr(format!("opening {}", root_path.display()), e))?;
             let s = container_source(root.as_fd(), src)?;
             let d = host_dest(dest, &s)?;
@@ -511,9 +509,7 @@ impl Engine {
                 &d.name,
                 &PathBuf::from(&d.shown),
             )
-        })();
-        store.unmount(c, false)?;
-        r
+        })
     }
 
     /// `strata cp HOSTSRC C:DEST`. Copies are owned by root (uid 0), as Docker's.
@@ -523,15 +519,13 @@ impl Engine {
         c: &Container,
         dest: &str,
     ) -> Result<(), EngineError> {
-        let store = self.containers();
-        let root_path = store.mount(c)?;
-        let r = (|| {
-            let root = rfs::open(&root_path, DIR, Mode::empty())
+        self.containers().with_rootfs(c, |root_path| {
+            let root = rfs::open(root_path, DIR, Mode::empty())
                 .map_err(|e| ioerr(format!("opening {}", root_path.display()), e))?;
             // The path the kernel reports for fds under the root (it may differ from
             // `root_path` by symlinks in the store path).
             let real_root = std::fs::read_link(format!("/proc/self/fd/{}", root.as_raw_fd()))
-                .unwrap_or_else(|_| root_path.clone());
+                .unwrap_or_else(|_| root_path.to_path_buf());
             let s = host_source(src)?;
             let d = container_dest(root.as_fd(), &real_root, dest, &s)?;
             Copier {
@@ -544,8 +538,6 @@ impl Engine {
                 &d.name,
                 &PathBuf::from(&d.shown),
             )
-        })();
-        store.unmount(c, false)?;
-        r
+        })
     }
 }
