@@ -11,6 +11,7 @@ use crate::digest::{Digest, Hasher, chain_ids};
 use crate::driver::{Driver, DriverError, LayerKind};
 use crate::lock::LockFile;
 use crate::meta::{Meta, MetaError};
+use crate::worker_pool;
 use rusqlite::{OptionalExtension, params};
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -237,49 +238,21 @@ impl<'a> LayerStore<'a> {
         }
         // Phase 2 (overlay): unpack in parallel (each layer is its own directory), bounded.
         if !work.is_empty() {
-            let threads = max_parallel
-                .unwrap_or_else(|| {
-                    std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(2)
-                })
-                .max(1)
-                .min(work.len());
-            let queue =
-                std::sync::Mutex::new(work.into_iter().collect::<std::collections::VecDeque<_>>());
-            let results = std::sync::Mutex::new(Vec::new());
+            let threads = max_parallel.unwrap_or_else(worker_pool::cpus);
             let unpacker = self.files();
-            let unpacker = &unpacker;
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|| {
-                        loop {
-                            let Some((i, cache_id, lock, src)) = queue.lock().unwrap().pop_front()
-                            else {
-                                break;
-                            };
-                            let r = unpacker.extract(
-                                &cache_id,
-                                parent_of(i),
-                                chains[i].clone(),
-                                src,
-                                lock,
-                            );
-                            let failed = r.is_err();
-                            results.lock().unwrap().push((i, r));
-                            if failed {
-                                // Stop taking new work; the others finish theirs.
-                                queue.lock().unwrap().clear();
-                            }
-                        }
-                    });
-                }
-            });
-            let mut results = results.into_inner().unwrap();
-            results.sort_by_key(|(i, _)| *i);
-            for (i, r) in results {
+            let results = worker_pool::run_bounded(
+                work,
+                threads,
+                worker_pool::OnError::StopTakingWork,
+                |(i, cache_id, lock, src)| {
+                    let ex =
+                        unpacker.extract(&cache_id, parent_of(i), chains[i].clone(), src, lock)?;
+                    Ok::<_, LayerError>((i, ex))
+                },
+            );
+            for (_, r) in results {
                 match r {
-                    Ok(ex) => done.push((i, ex)),
+                    Ok(done_one) => done.push(done_one),
                     Err(e) => return Err(self.discard_all(&made, e)),
                 }
             }

@@ -14,3 +14,4 @@ pub mod lock;
 pub mod meta;
 pub mod registry;
 pub mod runtime;
+pub mod worker_pool;

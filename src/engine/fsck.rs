@@ -5,8 +5,8 @@
 
 use super::{Engine, EngineError};
 use crate::digest::Digest;
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
+use crate::worker_pool;
+use std::collections::HashSet;
 
 pub struct FsckReport {
     pub problems: Vec<String>,
@@ -76,46 +76,32 @@ impl Engine {
         let mut sorted = all_layers.clone();
         sorted.sort_by_key(|l| std::cmp::Reverse(l.tar_size));
         tasks.extend(sorted.into_iter().map(Task::Layer));
-        let queue = Mutex::new(tasks.into_iter().collect::<VecDeque<_>>());
-        let found = Mutex::new(Vec::new());
-        let hashed = Mutex::new(0u64);
         let files = layers.files();
-        let files = &files;
         let content = &self.content;
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    let (queue, found, hashed) = (&queue, &found, &hashed);
-                    loop {
-                        let Some(t) = queue.lock().unwrap().pop_front() else {
-                            break;
-                        };
-                        let r = match &t {
-                            Task::Blob(d) => {
-                                content.verify(d).map_err(|e| format!("blob {d}: {e}"))
-                            }
-                            Task::Layer(l) => files
-                                .verify(l)
-                                .map_err(|e| format!("layer {}: {e}", l.chain_id)),
-                        };
-                        match r {
-                            Ok(n) => *hashed.lock().unwrap() += n,
-                            Err(e) => found.lock().unwrap().push(e),
-                        }
-                    }
-                });
+        let mut hashed = 0u64;
+        let results = worker_pool::run_bounded(
+            tasks,
+            worker_pool::cpus(),
+            worker_pool::OnError::Continue,
+            |t| match &t {
+                Task::Blob(d) => content.verify(d).map_err(|e| format!("blob {d}: {e}")),
+                Task::Layer(l) => files
+                    .verify(l)
+                    .map_err(|e| format!("layer {}: {e}", l.chain_id)),
+            },
+        );
+        for (_, r) in results {
+            match r {
+                Ok(n) => hashed += n,
+                Err(e) => problems.push(e),
             }
-        });
-        problems.extend(found.into_inner().unwrap());
+        }
         Ok(FsckReport {
             problems,
             blobs: blobs.len(),
             layers: all_layers.len(),
             images: images.len(),
-            bytes_hashed: hashed.into_inner().unwrap(),
+            bytes_hashed: hashed,
         })
     }
 }

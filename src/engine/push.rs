@@ -18,12 +18,12 @@ use crate::image::archive_format::{
 };
 use crate::layer::{Layer, LayerFiles};
 use crate::registry::{Client, ClientOptions, Progress, RegistryError, Status};
+use crate::worker_pool;
 use rusqlite::params;
-use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub const MT_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const MT_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -380,64 +380,54 @@ impl Engine {
         let blobs_dir = self.root.join("content/blobs/sha256");
         let tmp_dir = self.tmp_dir();
         let files = store.files();
-        let queue = Mutex::new((0..layers.len()).rev().collect::<VecDeque<usize>>());
-        let results: Mutex<Vec<(usize, Result<Sent, EngineError>)>> = Mutex::new(Vec::new());
-        let threads = opts.max_concurrent.max(1).min(layers.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    loop {
-                        let Some(i) = queue.lock().unwrap().pop_front() else {
-                            break;
-                        };
-                        let id = layers[i].diff_id.short();
-                        let r = (|| -> Result<Sent, EngineError> {
-                            if let Some(d) = &plan[i] {
-                                let local = blobs_dir.join(d.digest.hex());
-                                let local = local.exists().then_some(local);
-                                if send_blob(
-                                    &client,
-                                    &repo,
-                                    d,
-                                    local.as_deref(),
-                                    &mounts[i],
-                                    opts.chunk_size,
-                                    &progress,
-                                    &id,
-                                )? {
-                                    return Ok(Sent {
-                                        desc: d.clone(),
-                                        fresh: false,
-                                    });
-                                }
-                            }
-                            let d = compress_layer(&files, &layers[i], &tmp_dir, &blobs_dir)?;
-                            let local = blobs_dir.join(d.digest.hex());
-                            send_blob(
-                                &client,
-                                &repo,
-                                &d,
-                                Some(&local),
-                                &[],
-                                opts.chunk_size,
-                                &progress,
-                                &id,
-                            )?;
-                            Ok(Sent {
-                                desc: d,
-                                fresh: true,
-                            })
-                        })();
-                        let failed = r.is_err();
-                        results.lock().unwrap().push((i, r));
-                        if failed {
-                            queue.lock().unwrap().clear();
-                        }
+        // Top layer first (as the progress lines were printed); results back in layer order.
+        let order: Vec<usize> = (0..layers.len()).rev().collect();
+        let mut results: Vec<(usize, Result<Sent, EngineError>)> = worker_pool::run_bounded(
+            order.clone(),
+            opts.max_concurrent,
+            worker_pool::OnError::StopTakingWork,
+            |i| -> Result<Sent, EngineError> {
+                let id = layers[i].diff_id.short();
+                if let Some(d) = &plan[i] {
+                    let local = blobs_dir.join(d.digest.hex());
+                    let local = local.exists().then_some(local);
+                    if send_blob(
+                        &client,
+                        &repo,
+                        d,
+                        local.as_deref(),
+                        &mounts[i],
+                        opts.chunk_size,
+                        &progress,
+                        &id,
+                    )? {
+                        return Ok(Sent {
+                            desc: d.clone(),
+                            fresh: false,
+                        });
                     }
-                });
-            }
-        });
-        let mut results = results.into_inner().unwrap();
+                }
+                let d = compress_layer(&files, &layers[i], &tmp_dir, &blobs_dir)?;
+                let local = blobs_dir.join(d.digest.hex());
+                send_blob(
+                    &client,
+                    &repo,
+                    &d,
+                    Some(&local),
+                    &[],
+                    opts.chunk_size,
+                    &progress,
+                    &id,
+                )?;
+                Ok(Sent {
+                    desc: d,
+                    fresh: true,
+                })
+            },
+        )
+        .into_iter()
+        .map(|(pos, r)| (order[pos], r))
+        .collect();
         results.sort_by_key(|(i, _)| *i);
         let mut sent = Vec::new();
         for (_, r) in results {
