@@ -7,7 +7,7 @@ use common::*;
 use serde_json::Value;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A busybox image `bb:latest` (CMD sh, ENV PATH and FOO, a 100 kB /etc/data, /etc/old) with
@@ -94,20 +94,6 @@ fn state_file(s: &Store, id: &str) -> Value {
 fn upper_dir(s: &Store, name: &str) -> PathBuf {
     let v: Value = serde_json::from_str(&s.ok(&["inspect", name])).unwrap();
     PathBuf::from(v[0]["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap())
-}
-
-fn du(p: &Path) -> u64 {
-    let o = Command::new("du")
-        .args(["-s", "-B1"])
-        .arg(p)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -808,7 +794,7 @@ fn five_containers_share_one_image() {
             format!("{i}\n")
         );
         assert_eq!(files_under(u), vec!["tmp/mine".to_string()]);
-        let bytes = du(u);
+        let bytes = du_bytes(u);
         assert!(
             bytes <= 32 * 1024,
             "writable layer {} uses {bytes} bytes",

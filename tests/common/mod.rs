@@ -6,6 +6,21 @@ use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// Bytes on disk under `path` (`du -s -B1 -x`: not crossing into mounts below it).
+pub fn du_bytes(path: &Path) -> u64 {
+    let o = Command::new("du")
+        .args(["-s", "-B1", "-x"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -100,17 +115,7 @@ impl Store {
 
     /// Bytes on disk under `ROOT/sub` (e.g. the driver's directory, without the database).
     pub fn disk_usage_of(&self, sub: &str) -> u64 {
-        let o = Command::new("du")
-            .args(["-s", "-B1", "-x"])
-            .arg(self.root.join(sub))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+        du_bytes(&self.root.join(sub))
     }
 
     pub fn path(&self) -> &Path {
