@@ -1,6 +1,6 @@
 //! Crash-safe file replacement: write to a temp file on the same filesystem, fsync it,
 //! rename over the destination, fsync the directory. A crash leaves the old file or the new
-//! one, never a torn one; leftovers in the temp dir are removed on the next start.
+//! one, never a torn one; leftovers in a dead process's temp dir are removed by the collector.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -16,7 +16,15 @@ pub struct AtomicFile {
 impl AtomicFile {
     pub fn create(tmp_dir: &Path, dest: &Path) -> io::Result<AtomicFile> {
         let tmp = tmp_dir.join(format!("atomic-{}", random_hex(8)));
-        let file = File::options().write(true).create_new(true).open(&tmp)?;
+        let open = || File::options().write(true).create_new(true).open(&tmp);
+        // A process's temp dir is made on its first write: read-only commands never pay for it.
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(tmp_dir)?;
+                open()?
+            }
+            r => r?,
+        };
         Ok(AtomicFile {
             file: Some(file),
             tmp,

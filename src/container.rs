@@ -4,6 +4,7 @@
 use crate::atomic_file::random_hex;
 use crate::digest::Digest;
 use crate::driver::{Driver, DriverError, LayerKind};
+use crate::lease::{Held, Lease};
 use crate::meta::{Meta, MetaError};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,8 @@ pub enum ContainerError {
     BadName(String),
     #[error("container ID prefix {0:?} is ambiguous")]
     Ambiguous(String),
+    #[error("No such image: {0} (it was deleted while the container was being created)")]
+    ImageGone(String),
     #[error(transparent)]
     Driver(#[from] DriverError),
     #[error(transparent)]
@@ -96,6 +99,8 @@ pub struct ContainerStore<'a> {
     /// The store root, when known: `remove` then also deletes `ROOT/containers/<id>/`
     /// (runtime state, logs, bundle).
     root: Option<PathBuf>,
+    /// The process's session (see `lease`): creation and removal hold what they touch with it.
+    session: Option<String>,
 }
 
 const COLS: &str =
@@ -174,12 +179,22 @@ impl<'a> ContainerStore<'a> {
             meta,
             driver,
             root: None,
+            session: None,
         }
     }
 
     pub fn with_root(mut self, root: &std::path::Path) -> Self {
         self.root = Some(root.to_path_buf());
         self
+    }
+
+    pub fn with_session(mut self, token: &str) -> Self {
+        self.session = Some(token.to_string());
+        self
+    }
+
+    fn lease(&self) -> Option<Lease<'a>> {
+        self.session.as_deref().map(|t| Lease::new(self.meta, t))
     }
 
     /// Record the container's state word (`created`, `running`, `exited`), as `ps` filters on it.
@@ -194,7 +209,8 @@ impl<'a> ContainerStore<'a> {
     }
 
     /// Create the writable layer, then the record. A crash between the two leaves a driver
-    /// directory that no record names, removed on the next start.
+    /// directory that no record names, removed by the collector. The caller holds the parent
+    /// layer (a lease); the record is only written if the image still exists.
     pub fn create(&self, new: NewContainer) -> Result<Container, ContainerError> {
         if let Some(n) = new.name {
             if !valid_name(n) {
@@ -209,6 +225,10 @@ impl<'a> ContainerStore<'a> {
         }
         let id = random_hex(32);
         let cache_id = random_hex(32);
+        let lease = self.lease();
+        if let Some(l) = &lease {
+            l.hold(Held::CacheDir, &cache_id)?;
+        }
         self.driver
             .create(&cache_id, new.parent.map(|p| p.1), LayerKind::ReadWrite)?;
         let c = Container {
@@ -235,8 +255,9 @@ impl<'a> ContainerStore<'a> {
                 {
                     return Err(ContainerError::NameInUse { name: name.clone(), id: String::new() });
                 }
-                tx.execute(
-                    &format!("INSERT INTO containers ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)"),
+                let n = tx.execute(
+                    &format!("INSERT INTO containers ({COLS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0
+                              WHERE EXISTS (SELECT 1 FROM images WHERE id = ?3)"),
                     params![
                         c.id,
                         name,
@@ -249,6 +270,9 @@ impl<'a> ContainerStore<'a> {
                         c.state
                     ],
                 )?;
+                if n == 0 {
+                    return Err(ContainerError::ImageGone(c.image_id.short()));
+                }
                 Ok(())
             });
             match r {
@@ -379,12 +403,32 @@ impl<'a> ContainerStore<'a> {
         Ok(())
     }
 
-    /// Delete the record, then the writable layer (a crash in between leaves only unnamed files).
+    /// Remove a container: mark it `removing` (held by this process's lease), delete its
+    /// files, delete the record last. Killed at any point, the record is still there: `rm`
+    /// again, or the collector once the lease is void, finishes the job, and nothing is left
+    /// that no record names.
     pub fn remove(&self, c: &Container) -> Result<(), ContainerError> {
+        let lease = self.lease();
+        self.meta.write(|tx| -> Result<(), ContainerError> {
+            tx.execute(
+                "UPDATE containers SET state='removing' WHERE id=?1",
+                params![c.id],
+            )?;
+            if let Some(l) = &lease {
+                l.hold_in(tx, Held::Container, &c.id)?;
+            }
+            Ok(())
+        })?;
+        crate::failpoint::pause("container-removing");
+        self.remove_files(c)?;
         self.meta.write(|tx| -> Result<(), ContainerError> {
             tx.execute("DELETE FROM containers WHERE id=?1", params![c.id])?;
             Ok(())
         })?;
+        Ok(())
+    }
+
+    fn remove_files(&self, c: &Container) -> Result<(), ContainerError> {
         self.driver.remove(&c.cache_id)?;
         if let Some(root) = &self.root {
             let dir = root.join("containers").join(&c.id);

@@ -9,6 +9,7 @@ use crate::archive::{self, ArchiveError, WhiteoutFormat};
 use crate::atomic_file::{AtomicFile, random_hex};
 use crate::digest::{Digest, Hasher, chain_ids};
 use crate::driver::{Driver, DriverError, LayerKind};
+use crate::lease::{Held, Lease};
 use crate::lock::LockFile;
 use crate::meta::{Meta, MetaError};
 use crate::worker_pool;
@@ -72,6 +73,8 @@ pub struct LayerStore<'a> {
     pub meta: &'a Meta,
     pub driver: &'a dyn Driver,
     root: PathBuf,
+    /// This process's temp dir (tar-splits are written there, then renamed into `layers/`).
+    tmp: PathBuf,
 }
 
 fn row_to_layer(r: &rusqlite::Row) -> rusqlite::Result<Layer> {
@@ -99,12 +102,14 @@ struct Extracted {
 }
 
 impl<'a> LayerStore<'a> {
-    /// `root` is the store root: tar-split files go to `ROOT/layers`, locks to `ROOT/locks`.
-    pub fn new(root: &Path, meta: &'a Meta, driver: &'a dyn Driver) -> LayerStore<'a> {
+    /// `root` is the store root: tar-split files go to `ROOT/layers`, locks to `ROOT/locks`;
+    /// `tmp` is the process's own temp dir on the same filesystem.
+    pub fn new(root: &Path, tmp: &Path, meta: &'a Meta, driver: &'a dyn Driver) -> LayerStore<'a> {
         LayerStore {
             meta,
             driver,
             root: root.to_path_buf(),
+            tmp: tmp.to_path_buf(),
         }
     }
 
@@ -116,6 +121,7 @@ impl<'a> LayerStore<'a> {
         LayerFiles {
             driver: self.driver,
             root: &self.root,
+            tmp: &self.tmp,
         }
     }
 
@@ -148,16 +154,35 @@ impl<'a> LayerStore<'a> {
             .collect()
     }
 
-    /// Held (shared) while layers are being added on top of existing ones; layer removal
-    /// takes it exclusively, so a parent cannot vanish under an ingest in another process.
-    pub fn gc_guard(&self) -> Result<LockFile, LayerError> {
-        LockFile::shared(&self.root.join("locks/layers")).map_err(io_err("locking the layer store"))
+    /// The layer, if it exists, held by `lease` from this moment: the existence check and the
+    /// lease row commit together, so a collector either deleted it before (None) or will
+    /// leave it alone until the lease ends.
+    pub fn acquire(&self, lease: &Lease, chain_id: &Digest) -> Result<Option<Layer>, LayerError> {
+        self.meta.write(|tx| -> Result<Option<Layer>, LayerError> {
+            let l = tx
+                .query_row(
+                    &format!("SELECT {LAYER_COLS} FROM layers WHERE chain_id=?1"),
+                    params![chain_id.to_string()],
+                    row_to_layer,
+                )
+                .optional()?;
+            if l.is_some() {
+                lease.hold_in(tx, Held::Layer, &chain_id.to_string())?;
+            }
+            Ok(l)
+        })
     }
 
-    /// Exclusive form of `gc_guard`, for removing layers.
-    pub fn gc_exclusive(&self) -> Result<LockFile, LayerError> {
-        LockFile::exclusive(&self.root.join("locks/layers"))
-            .map_err(io_err("locking the layer store"))
+    /// The layers of a chain, bottom first, all held by `lease`. Every one must exist.
+    pub fn acquire_chain(
+        &self,
+        lease: &Lease,
+        diff_ids: &[Digest],
+    ) -> Result<Vec<Layer>, LayerError> {
+        chain_ids(diff_ids)
+            .into_iter()
+            .map(|c| self.acquire(lease, &c)?.ok_or(LayerError::NotFound(c)))
+            .collect()
     }
 
     fn lock_chain(&self, chain_id: &Digest) -> Result<LockFile, LayerError> {
@@ -171,18 +196,24 @@ impl<'a> LayerStore<'a> {
     /// Make sure every layer of `sources` (bottom first) is in the store, fetching only missing
     /// ones. On overlay the missing layers are unpacked in parallel (each is independent on
     /// disk); on vfs in order (each starts as a copy of its parent).
-    pub fn ingest_chain(&self, sources: Vec<LayerSource>) -> Result<Vec<Layer>, LayerError> {
-        self.ingest_chain_limited(sources, None)
+    /// Every layer returned (present or new) is held by `lease`, so it survives until the
+    /// caller's image record names it.
+    pub fn ingest_chain(
+        &self,
+        lease: &Lease,
+        sources: Vec<LayerSource>,
+    ) -> Result<Vec<Layer>, LayerError> {
+        self.ingest_chain_limited(lease, sources, None)
     }
 
     /// `ingest_chain` with at most `max_parallel` layers opened and unpacked at once (pull's
     /// `--max-concurrent-downloads`); None: one per CPU.
     pub fn ingest_chain_limited(
         &self,
+        lease: &Lease,
         sources: Vec<LayerSource>,
         max_parallel: Option<usize>,
     ) -> Result<Vec<Layer>, LayerError> {
-        let _gc = self.gc_guard()?;
         let diff_ids: Vec<Digest> = sources.iter().map(|s| s.diff_id.clone()).collect();
         let chains = chain_ids(&diff_ids);
         let mut out: Vec<Option<Layer>> = Vec::with_capacity(chains.len());
@@ -203,19 +234,20 @@ impl<'a> LayerStore<'a> {
         };
         let phase1 = (|| -> Result<(), LayerError> {
             for (i, (src, chain)) in sources.into_iter().zip(&chains).enumerate() {
-                if let Some(l) = self.get(chain)? {
+                if let Some(l) = self.acquire(lease, chain)? {
                     parent_cache = Some(l.cache_id.clone());
                     out.push(Some(l));
                     continue;
                 }
                 let lock = self.lock_chain(chain)?;
                 // Another process may have finished it while we waited for the lock.
-                if let Some(l) = self.get(chain)? {
+                if let Some(l) = self.acquire(lease, chain)? {
                     parent_cache = Some(l.cache_id.clone());
                     out.push(Some(l));
                     continue;
                 }
                 let cache_id = random_hex(32);
+                lease.hold(Held::CacheDir, &cache_id)?;
                 self.driver
                     .create(&cache_id, parent_cache.as_deref(), LayerKind::ReadOnly)?;
                 made.push(cache_id.clone());
@@ -257,7 +289,7 @@ impl<'a> LayerStore<'a> {
                 }
             }
         }
-        if let Err(e) = self.commit(done.iter().map(|(_, ex)| &ex.layer)) {
+        if let Err(e) = self.commit(lease, done.iter().map(|(_, ex)| &ex.layer)) {
             return Err(self.discard_all(&made, e));
         }
         for (i, ex) in done {
@@ -291,12 +323,18 @@ impl<'a> LayerStore<'a> {
         Ok(())
     }
 
-    /// Flush unpacked files to disk, then record the layers in one transaction.
-    fn commit<'l>(&self, layers: impl IntoIterator<Item = &'l Layer>) -> Result<(), LayerError> {
+    /// Flush unpacked files to disk, then record the layers in one transaction, held by
+    /// `lease` until an image names them.
+    fn commit<'l>(
+        &self,
+        lease: &Lease,
+        layers: impl IntoIterator<Item = &'l Layer>,
+    ) -> Result<(), LayerError> {
         sync_filesystem(&self.root)?;
         let now = chrono::Utc::now().to_rfc3339();
         self.meta.write(|tx| -> Result<(), LayerError> {
             for l in layers {
+                lease.hold_in(tx, Held::Layer, &l.chain_id.to_string())?;
                 tx.execute(
                     "INSERT INTO layers (chain_id, diff_id, parent, cache_id, size, tar_size, created)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -317,12 +355,15 @@ impl<'a> LayerStore<'a> {
 
     /// Add one layer whose diffID is not known in advance (import, commit): unpack to learn it,
     /// then keep ours or, if that chain already exists, drop ours and return the existing one.
+    /// The layer returned is held by `lease`; `parent` must be held by the caller.
     pub fn ingest_unknown(
         &self,
+        lease: &Lease,
         parent: Option<&Layer>,
         stream: impl Read,
     ) -> Result<Layer, LayerError> {
         let cache_id = random_hex(32);
+        lease.hold(Held::CacheDir, &cache_id)?;
         self.driver.create(
             &cache_id,
             parent.map(|p| p.cache_id.as_str()),
@@ -335,7 +376,7 @@ impl<'a> LayerStore<'a> {
             Some(p) => Digest::of(format!("{} {}", p.chain_id, applied.diff_id).as_bytes()),
         };
         let lock = self.lock_chain(&chain_id)?;
-        if let Some(existing) = self.get(&chain_id)? {
+        if let Some(existing) = self.acquire(lease, &chain_id)? {
             self.discard(&cache_id)?;
             return Ok(existing);
         }
@@ -350,30 +391,53 @@ impl<'a> LayerStore<'a> {
             },
             _lock: lock,
         };
-        let r = self.commit([&ex.layer]);
+        let r = self.commit(lease, [&ex.layer]);
         self.cleanup_on_err(&ex.layer.cache_id, r)?;
         Ok(ex.layer)
     }
 
-    /// Delete a layer that nothing references any more: the row first (so a crash leaves only
-    /// unnamed files, which the next start removes), then its files.
-    pub fn remove(&self, layer: &Layer) -> Result<(), LayerError> {
-        self.meta.write(|tx| -> Result<(), LayerError> {
-            tx.execute(
-                "DELETE FROM layers WHERE chain_id=?1",
+    /// Delete a layer if nothing references or holds it: the row first, in a transaction that
+    /// re-checks every reference (so a lease taken a moment ago wins), then its files (a crash
+    /// in between leaves only unnamed files, which the collector removes). False when it is
+    /// still needed.
+    pub fn remove_if_unneeded(&self, layer: &Layer) -> Result<bool, LayerError> {
+        let gone = self.meta.write(|tx| -> Result<bool, LayerError> {
+            let n = tx.execute(
+                &format!("DELETE FROM layers WHERE chain_id=?1 AND {UNNEEDED}"),
                 params![layer.chain_id.to_string()],
             )?;
-            Ok(())
+            Ok(n > 0)
         })?;
-        self.discard(&layer.cache_id)
+        if gone {
+            self.discard(&layer.cache_id)?;
+        }
+        Ok(gone)
+    }
+
+    /// Layers no image, container, child layer or lease needs (candidates for collection).
+    pub fn unneeded(&self) -> Result<Vec<Layer>, LayerError> {
+        let mut st = self.meta.conn().prepare(&format!(
+            "SELECT {LAYER_COLS} FROM layers WHERE {}",
+            UNNEEDED.replace("?1", "layers.chain_id")
+        ))?;
+        let rows = st.query_map([], row_to_layer)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+/// A layer (chainID `?1`) nothing needs: no image lists it, no layer or container is built
+/// on it, no lease holds it.
+const UNNEEDED: &str = "NOT EXISTS (SELECT 1 FROM image_layers il WHERE il.chain_id = ?1)
+     AND NOT EXISTS (SELECT 1 FROM layers c WHERE c.parent = ?1)
+     AND NOT EXISTS (SELECT 1 FROM containers k WHERE k.parent = ?1)
+     AND NOT EXISTS (SELECT 1 FROM leases WHERE kind = 'layer' AND key = ?1)";
 
 /// The file side of layers (unpacking, tar-split, reassembly): no database, so it can run on
 /// several threads at once.
 pub struct LayerFiles<'a> {
     driver: &'a dyn Driver,
     root: &'a Path,
+    tmp: &'a Path,
 }
 
 impl LayerFiles<'_> {
@@ -417,8 +481,8 @@ impl LayerFiles<'_> {
         stream: impl Read,
     ) -> Result<archive::AppliedLayer, LayerError> {
         let dest = self.tar_split_path(cache_id);
-        let mut split = AtomicFile::create(&self.root.join("tmp"), &dest)
-            .map_err(io_err("creating tar-split"))?;
+        let mut split =
+            AtomicFile::create(self.tmp, &dest).map_err(io_err("creating tar-split"))?;
         let applied = {
             let mut w = BufWriter::with_capacity(256 << 10, &mut split);
             let a = archive::apply_layer(

@@ -77,6 +77,16 @@ CREATE TABLE IF NOT EXISTS image_manifests (
   media_type  TEXT NOT NULL,
   PRIMARY KEY (image_id, manifest)
 );
+-- leases (src/lease.rs): what operations in flight hold; void when their session's process died.
+CREATE TABLE IF NOT EXISTS leases (
+  kind     TEXT NOT NULL,  -- layer, cache, blob, container
+  key      TEXT NOT NULL,
+  lease    TEXT NOT NULL,
+  session  TEXT NOT NULL,
+  PRIMARY KEY (kind, key, lease)
+);
+CREATE INDEX IF NOT EXISTS leases_lease ON leases(lease);
+CREATE INDEX IF NOT EXISTS leases_session ON leases(session);
 CREATE TABLE IF NOT EXISTS containers (
   id          TEXT PRIMARY KEY,
   name        TEXT NOT NULL UNIQUE,

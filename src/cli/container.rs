@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use strata::container::{Container, NewContainer, RunConfig};
+use strata::container::{Container, RunConfig};
 use strata::engine::Engine;
 
 /// Create a new container (its writable layer on top of the image)
@@ -129,30 +129,7 @@ pub(super) fn create_container(
     image: &str,
     config: RunConfig,
 ) -> Result<Container> {
-    let rec = engine.images().resolve(image)?;
-    let top = match &rec.top_layer {
-        Some(t) => Some(
-            engine
-                .layers()
-                .get(t)?
-                .with_context(|| format!("image {image}: top layer {t} missing"))?,
-        ),
-        None => None,
-    };
-    let layers = engine.layers();
-    let _guard = layers.gc_guard()?;
-    let shown = match strata::image::Reference::parse_tagged(image) {
-        Ok(r) if rec.tags.contains(&r) => r.familiar(),
-        _ => image.to_string(),
-    };
-    let c = engine.containers().create(NewContainer {
-        name,
-        image_id: &rec.id,
-        image_ref: &shown,
-        parent: top.as_ref().map(|l| (&l.chain_id, l.cache_id.as_str())),
-        config,
-    })?;
-    Ok(c)
+    Ok(engine.create_container(name, image, config)?)
 }
 
 pub fn mount(cli: &Cli, a: &MountArgs) -> Result<i32> {
@@ -204,8 +181,12 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<i32> {
     let engine = cli.engine()?;
     let mut code = 0;
     for name in &a.containers {
-        let r = (|| -> Result<()> {
-            let c = engine.containers().get(name)?;
+        let r = (|| -> Result<bool> {
+            let c = match engine.containers().get(name) {
+                // Docker: with -f a missing container is not an error.
+                Err(strata::container::ContainerError::NotFound(_)) if a.force => return Ok(false),
+                r => r?,
+            };
             strata::engine::run::prepare_remove(&engine, &c, a.force)?;
             let c = engine.containers().get(name)?;
             if c.mounts > 0 && !a.force {
@@ -215,10 +196,11 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<i32> {
                 engine.containers().unmount(&c, true)?;
             }
             engine.containers().remove(&c)?;
-            Ok(())
+            Ok(true)
         })();
         match r {
-            Ok(()) => println!("{name}"),
+            Ok(true) => println!("{name}"),
+            Ok(false) => {}
             Err(e) => {
                 eprintln!("Error: {}", super::one_line(&e));
                 code = 1;

@@ -154,7 +154,28 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
         return Ok(0);
     }
     let engine = cli.engine()?;
-    let list = strata::engine::run::refresh(&engine, engine.containers().list()?);
+    let (deleted, freed, code) = prune_containers(&engine);
+    if !deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size_prec(freed, 4));
+    Ok(code)
+}
+
+/// Remove every stopped container not mounted by `strata mount`: the IDs removed, the bytes
+/// freed, and 1 if any removal failed (each failure is printed).
+pub(super) fn prune_containers(engine: &Engine) -> (Vec<String>, u64, i32) {
+    let list = match engine.containers().list() {
+        Ok(l) => strata::engine::run::refresh(engine, l),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return (Vec::new(), 0, 1);
+        }
+    };
     // Mounted by `strata mount`: someone is using its files; leave it (rm -f removes it).
     let stopped: Vec<Container> = list
         .into_iter()
@@ -166,7 +187,7 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
     let mut code = 0;
     for (c, size) in stopped.iter().zip(sizes) {
         let r = (|| -> Result<()> {
-            strata::engine::run::prepare_remove(&engine, c, false)?;
+            strata::engine::run::prepare_remove(engine, c, false)?;
             let c = engine.containers().get(&c.id)?;
             if c.mounts > 0 {
                 return Ok(());
@@ -188,15 +209,7 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
             }
         }
     }
-    if !deleted.is_empty() {
-        println!("Deleted Containers:");
-        for id in deleted {
-            println!("{id}");
-        }
-        println!();
-    }
-    println!("Total reclaimed space: {}", human_size_prec(freed, 4));
-    Ok(code)
+    (deleted, freed, code)
 }
 
 /// Image sizes by image ID (for virtual sizes).

@@ -26,17 +26,37 @@ pub struct InfoArgs {
     format: Option<String>,
 }
 
+/// Verify every blob and layer against its content address
+#[derive(Args)]
+pub struct FsckArgs {
+    /// Remove what no record names (leftovers of interrupted commands, partial downloads)
+    #[arg(long)]
+    repair: bool,
+}
+
+/// Remove unused data
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
 #[derive(Subcommand)]
 pub enum SystemCmd {
-    /// Verify every blob and layer against its content address
-    Fsck,
+    Fsck(FsckArgs),
+    Prune(PruneArgs),
     Info(InfoArgs),
     Df(super::containerfs::DfArgs),
 }
 
 pub fn system_cmd(cli: &Cli, c: &SystemCmd) -> Result<i32> {
     match c {
-        SystemCmd::Fsck => fsck(cli),
+        SystemCmd::Fsck(a) => fsck(cli, a),
+        SystemCmd::Prune(a) => prune(cli, a),
         SystemCmd::Info(a) => info(cli, a),
         SystemCmd::Df(a) => super::containerfs::df(cli, a),
     }
@@ -106,8 +126,52 @@ pub fn info(cli: &Cli, a: &InfoArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub fn fsck(cli: &Cli) -> Result<i32> {
+/// Docker's `system prune`: stopped containers, then dangling (with `-a`: unused) images,
+/// then everything no record names.
+pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
+    if !a.force {
+        let images = if a.all {
+            "all images without at least one container associated to them"
+        } else {
+            "all dangling images"
+        };
+        eprint!(
+            "WARNING! This will remove:\n  - all stopped containers\n  - {images}\n  - unused build cache, partial downloads and leftovers of interrupted commands\n\nAre you sure you want to continue? [y/N] "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
     let engine = cli.engine()?;
+    let (deleted, freed_c, code) = super::containerfs::prune_containers(&engine);
+    if !deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    let (lines, freed_i) = engine.prune_images(a.all)?;
+    if !lines.is_empty() {
+        println!("Deleted Images:");
+        for l in lines {
+            println!("{l}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(freed_c + freed_i));
+    Ok(code)
+}
+
+pub fn fsck(cli: &Cli, a: &FsckArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    if a.repair {
+        for l in engine.sweep(strata::engine::gc::Sweep::repair(true))? {
+            println!("removed {} ({})", l.what, human_size(l.bytes));
+        }
+    }
     let t = std::time::Instant::now();
     let cpu0 = cpu_seconds();
     let r = engine.fsck()?;

@@ -14,6 +14,7 @@ use crate::digest::Digest;
 use crate::driver::changes::{Change, ChangeKind};
 use crate::image::{ImageConfig, Reference, change};
 use crate::layer::Layer;
+use crate::lease::Lease;
 use serde_json::{Map, Value, json};
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -207,9 +208,9 @@ impl Engine {
         }
 
         let layers = self.layers();
-        let _gc = layers.gc_guard()?;
-        let mut chain = layers.chain(&base.rootfs.diff_ids)?;
-        let new_layer = self.commit_layer(c, chain.last())?;
+        let lease = self.lease();
+        let mut chain = layers.acquire_chain(&lease, &base.rootfs.diff_ids)?;
+        let new_layer = self.commit_layer(&lease, c, chain.last())?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mut h = Map::new();
         h.insert("created".into(), json!(now));
@@ -260,13 +261,16 @@ impl Engine {
         let out = serde_json::to_vec(&Value::Object(cfg)).expect("serializable");
         let parsed = ImageConfig::parse(&out).map_err(crate::image::ImageError::from)?;
         let names: Vec<Reference> = o.name.cloned().into_iter().collect();
-        Ok(self.images().add(&out, &parsed, &chain, &names, None)?)
+        Ok(self
+            .images()
+            .add(&lease, &out, &parsed, &chain, &names, None)?)
     }
 
     /// Ingest the container's changes as a layer on `parent`, streaming the tar through a pipe.
     /// None when there is nothing to record.
     fn commit_layer(
         &self,
+        lease: &Lease,
         c: &Container,
         parent: Option<&Layer>,
     ) -> Result<Option<Layer>, EngineError> {
@@ -300,7 +304,7 @@ impl Engine {
                 archive::tar_changes(&tar_dir, &list, writer)
             }
         });
-        let r = self.layers().ingest_unknown(parent, reader);
+        let r = self.layers().ingest_unknown(lease, parent, reader);
         let produced = producer
             .join()
             .map_err(|_| EngineError::Invalid("tar writer panicked".into()))?;

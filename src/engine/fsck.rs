@@ -71,6 +71,11 @@ impl Engine {
             }
         }
 
+        // Everything no record or live lease names is a problem too (`--repair` removes it).
+        for l in self.sweep(super::gc::Sweep::report())? {
+            problems.push(format!("leftover: {} ({} bytes)", l.what, l.bytes));
+        }
+
         // Content: re-hash everything, largest work first, on every core.
         let mut tasks: Vec<Task> = blobs.iter().cloned().map(Task::Blob).collect();
         let mut sorted = all_layers.clone();

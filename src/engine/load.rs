@@ -203,7 +203,7 @@ impl Engine {
     fn spool(&self, r: impl Read) -> Result<(PathBuf, Option<TempPath>), EngineError> {
         let (_, mut r) = archive::decompress(r)
             .map_err(|e| EngineError::Invalid(format!("invalid archive: {e}")))?;
-        let p = self.tmp_dir().join(format!("load-{}", random_hex(8)));
+        let p = self.tmp_dir()?.join(format!("load-{}", random_hex(8)));
         let guard = TempPath(p.clone());
         let mut f = File::create(&p).map_err(io_err(format!("creating {}", p.display())))?;
         io::copy(&mut r, &mut f).map_err(io_err("reading the archive"))?;
@@ -372,16 +372,22 @@ impl Engine {
                 }),
             });
         }
-        let layers = self.layers().ingest_chain(sources).map_err(|e| match e {
+        let lease = self.lease();
+        let layers = self.layers().ingest_chain(&lease, sources).map_err(|e| match e {
             crate::layer::LayerError::DiffIdMismatch { expected, actual } => EngineError::Invalid(format!(
                 "invalid archive: diffID mismatch in a layer of image {}: the layer hashes to {actual}, its config says {expected}",
                 id.short()
             )),
             e => e.into(),
         })?;
-        let id = self
-            .images()
-            .add(&f.config, &cfg, &layers, &f.names, f.manifest.as_ref())?;
+        let id = self.images().add(
+            &lease,
+            &f.config,
+            &cfg,
+            &layers,
+            &f.names,
+            f.manifest.as_ref(),
+        )?;
         Ok(Loaded { id, names: f.names })
     }
 }

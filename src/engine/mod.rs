@@ -1,14 +1,16 @@
 //! The operations users name (load, save, import, rmi, fsck…), over one store root.
 //!
-//! Each `strata` process opens an `Engine` on the root. Opening holds a shared lock on
-//! `locks/store` for the life of the process; the first process to find nobody else holding
-//! it takes it exclusively for a moment and removes what interrupted processes left behind
-//! (temp files, driver dirs no record names, layers and blobs nothing references).
+//! Each `strata` process opens an `Engine` on the root. Opening starts a session (see
+//! `lease`): work in flight is held by leases that die with the process. A process that finds
+//! the session of a dead one runs the collector (`gc`), which removes what no record or live
+//! lease names, while others keep working.
 
 pub mod commit;
 pub mod copy;
+pub mod create;
 pub mod df;
 pub mod fsck;
+pub mod gc;
 pub mod import;
 pub mod load;
 pub mod pull;
@@ -22,7 +24,7 @@ use crate::content::{ContentError, ContentStore};
 use crate::driver::{self, Driver, DriverError};
 use crate::image::{ImageError, ImageStore};
 use crate::layer::{LayerError, LayerStore};
-use crate::lock::LockFile;
+use crate::lease::{self, Lease, Session};
 use crate::meta::{Meta, MetaError};
 use rusqlite::params;
 use std::collections::HashSet;
@@ -70,28 +72,59 @@ pub struct Engine {
     pub meta: Meta,
     pub content: ContentStore,
     pub driver: Box<dyn Driver>,
-    /// `tmp/.alive-…`: exists while this process has the store open. One left behind means a
-    /// process died mid-operation, and only then is the full leftover scan worth its cost.
-    alive_marker: Option<PathBuf>,
-    _store_lock: LockFile,
+    /// This process's temp dir, `tmp/<session token>/`: made on first use, removed on exit,
+    /// and by the collector when the process died.
+    tmp: PathBuf,
+    /// Declared last: dropped after everything that may still write under its name.
+    session: Session,
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if let Some(m) = &self.alive_marker {
-            let _ = fs::remove_file(m);
+        match fs::remove_dir(&self.tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                let _ = fs::remove_dir_all(&self.tmp);
+            }
+            _ => {}
         }
     }
 }
 
-fn create_alive_marker(root: &Path) -> Result<PathBuf, EngineError> {
-    let p = root.join("tmp").join(format!(
-        ".alive-{}-{}",
-        std::process::id(),
-        crate::atomic_file::random_hex(4)
-    ));
-    fs::File::create(&p).map_err(io_err(format!("creating {}", p.display())))?;
-    Ok(p)
+/// Keep this much disk in `ROOT/reserve` while space is ample; give it back when the disk is
+/// nearly full, so removing things (which first writes a little metadata) still works.
+const RESERVE_BYTES: u64 = 4 << 20;
+
+fn manage_reserve(root: &Path) {
+    let Ok(vfs) = rustix::fs::statvfs(root) else {
+        return;
+    };
+    let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+    let p = root.join("reserve");
+    if free < 2 * RESERVE_BYTES {
+        let _ = fs::remove_file(&p);
+    } else if free > 4 * RESERVE_BYTES && fs::symlink_metadata(&p).is_err() {
+        let made = (|| -> io::Result<()> {
+            let f = fs::File::create(&p)?;
+            rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, RESERVE_BYTES)?;
+            Ok(())
+        })();
+        if made.is_err() {
+            let _ = fs::remove_file(&p);
+        }
+    }
+}
+
+/// Every blob a record or a live lease still needs: image configs, manifests, the compressed
+/// blobs pulled for layers that exist, and blobs being stored right now.
+fn referenced_blobs(conn: &rusqlite::Connection) -> Result<HashSet<String>, EngineError> {
+    let mut st = conn.prepare(
+        "SELECT id FROM images UNION SELECT manifest FROM images WHERE manifest IS NOT NULL
+         UNION SELECT manifest FROM image_manifests
+         UNION SELECT blob FROM layer_blobs WHERE diff_id IN (SELECT diff_id FROM layers)
+         UNION SELECT key FROM leases WHERE kind = 'blob'",
+    )?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 impl Engine {
@@ -102,27 +135,11 @@ impl Engine {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
         }
-        let lock_path = root.join("locks/store");
-        // Hold the store lock before writing anything: a process cleaning up leftovers (it holds
-        // the lock exclusively) must never see our in-flight temp files.
-        let (store_lock, alone) =
-            match LockFile::try_exclusive(&lock_path).map_err(io_err("locking the store"))? {
-                Some(l) => (l, true),
-                None => (
-                    LockFile::shared(&lock_path).map_err(io_err("locking the store"))?,
-                    false,
-                ),
-            };
-        // Alone, anything in tmp/ was left by a process that died (every live one holds the lock).
-        let interrupted = alone
-            && fs::read_dir(root.join("tmp"))
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false);
-        let alive_marker = if alone {
-            None
-        } else {
-            Some(create_alive_marker(root)?)
-        };
+        // The session first: from here on, whatever this process creates is covered by it.
+        let locks = root.join("locks");
+        let session = Session::begin(&locks)
+            .map_err(io_err(format!("starting a session in {}", locks.display())))?;
+        manage_reserve(root);
         let meta = Meta::open(&root.join("meta.db"))?;
         let wanted = driver.map(|d| if d == "overlay2" { "overlay" } else { d });
         let recorded = meta.setting("driver")?;
@@ -159,110 +176,69 @@ impl Engine {
             }
         };
         let driver = driver::open(root, &name)?;
-        let content = ContentStore::open(&root.join("content"), &root.join("tmp"))?;
-        let mut engine = Engine {
+        let tmp = root.join("tmp").join(session.token());
+        let content = ContentStore::open(&root.join("content"), &tmp)?;
+        let engine = Engine {
             root: root.to_path_buf(),
             meta,
             content,
             driver,
-            alive_marker,
-            _store_lock: store_lock,
+            tmp,
+            session,
         };
-        if alone {
-            if interrupted {
-                engine.remove_leftovers()?;
-            }
-            engine.alive_marker = Some(create_alive_marker(root)?);
-            engine
-                ._store_lock
-                .downgrade()
-                .map_err(io_err("locking the store"))?;
+        // A process that died mid-operation left its session file behind: collect what it
+        // held. Safe while other processes work (their leases protect what they hold).
+        let dead = lease::dead_sessions(&locks, Some(engine.session.token()))
+            .map_err(io_err("listing sessions"))?;
+        if !dead.is_empty() {
+            engine.sweep(gc::Sweep::after_crash(dead))?;
         }
         Ok(engine)
     }
 
     pub fn layers(&self) -> LayerStore<'_> {
-        LayerStore::new(&self.root, &self.meta, self.driver.as_ref())
+        LayerStore::new(&self.root, &self.tmp, &self.meta, self.driver.as_ref())
     }
     pub fn images(&self) -> ImageStore<'_> {
         ImageStore::new(&self.meta, &self.content)
     }
     pub fn containers(&self) -> ContainerStore<'_> {
-        ContainerStore::new(&self.meta, self.driver.as_ref()).with_root(&self.root)
+        ContainerStore::new(&self.meta, self.driver.as_ref())
+            .with_root(&self.root)
+            .with_session(self.session.token())
     }
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+    /// A new lease for one operation (see `lease`): hold what it creates or reuses until the
+    /// records naming them are committed.
+    pub fn lease(&self) -> Lease<'_> {
+        Lease::new(&self.meta, self.session.token())
     }
-
-    /// Remove what interrupted processes left. Only called while no other process has the
-    /// store open, so everything not named by a committed record is garbage.
-    fn remove_leftovers(&self) -> Result<(), EngineError> {
-        if let Ok(rd) = fs::read_dir(self.tmp_dir()) {
-            for e in rd.flatten() {
-                let p = e.path();
-                let _ = if p.is_dir() && !p.is_symlink() {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
-            }
-        }
-        self.collect_layers()?;
-        let mut known: HashSet<String> = HashSet::new();
-        for l in self.layers().list()? {
-            known.insert(l.cache_id);
-        }
-        for c in self.containers().list()? {
-            known.insert(c.cache_id);
-        }
-        for id in self.driver.list()? {
-            if !known.contains(&id) {
-                self.driver.remove(&id)?;
-            }
-        }
-        if let Ok(rd) = fs::read_dir(self.root.join("layers")) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                let id = name.strip_suffix(".tar-split").unwrap_or(&name);
-                if !known.contains(id) {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-        let referenced = self.referenced_blobs()?;
-        for d in self.content.list()? {
-            if !referenced.contains(&d.to_string()) {
-                self.content.delete(&d)?;
-            }
-        }
-        Ok(())
+    pub fn session_token(&self) -> &str {
+        self.session.token()
     }
-
-    /// Every blob a record still needs: image configs, manifests, and the compressed blobs
-    /// pulled for layers that exist.
-    fn referenced_blobs(&self) -> Result<HashSet<String>, EngineError> {
-        let mut st = self.meta.conn().prepare(
-            "SELECT id FROM images UNION SELECT manifest FROM images WHERE manifest IS NOT NULL
-             UNION SELECT manifest FROM image_manifests
-             UNION SELECT blob FROM layer_blobs WHERE diff_id IN (SELECT diff_id FROM layers)",
-        )?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    /// This process's temp dir (created if needed).
+    pub fn tmp_dir(&self) -> Result<PathBuf, EngineError> {
+        fs::create_dir_all(&self.tmp)
+            .map_err(io_err(format!("creating {}", self.tmp.display())))?;
+        Ok(self.tmp.clone())
     }
 
     /// Delete those of `candidates` no record needs any more (after an image or layers went).
     /// Only the blobs of what this process removed are candidates: a blob another process has
     /// just stored, and not yet recorded, is never among them.
     pub fn remove_blobs_if_unreferenced(&self, candidates: &[String]) -> Result<(), EngineError> {
-        let referenced = self.referenced_blobs()?;
-        for c in candidates {
-            if !referenced.contains(c)
-                && let Ok(d) = c.parse()
-            {
-                self.content.delete(&d)?;
+        // Inside a write transaction: a writer leases a blob (a write) before it stores or
+        // reuses it, so the check and the delete cannot interleave with that.
+        self.meta.write(|tx| -> Result<(), EngineError> {
+            let referenced = referenced_blobs(tx)?;
+            for c in candidates {
+                if !referenced.contains(c)
+                    && let Ok(d) = c.parse()
+                {
+                    self.content.delete(&d)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The blobs an image's records name: its config, its manifests, and the compressed blobs
@@ -290,31 +266,21 @@ impl Engine {
         Ok(out)
     }
 
-    /// Delete every layer that no image, container or other layer needs, leaves first.
+    /// Delete every layer that no image, container, other layer or lease needs, leaves first.
     /// Returns the chainIDs removed (Docker prints them after `rmi`).
     pub fn collect_layers(&self) -> Result<Vec<String>, EngineError> {
         let layers = self.layers();
-        let _gc = layers.gc_exclusive()?;
         let mut removed = Vec::new();
         loop {
-            let mut st = self.meta.conn().prepare(
-                "SELECT chain_id FROM layers l
-                 WHERE NOT EXISTS (SELECT 1 FROM image_layers il WHERE il.chain_id = l.chain_id)
-                   AND NOT EXISTS (SELECT 1 FROM layers c WHERE c.parent = l.chain_id)
-                   AND NOT EXISTS (SELECT 1 FROM containers k WHERE k.parent = l.chain_id)",
-            )?;
-            let ids: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-            if ids.is_empty() {
-                return Ok(removed);
-            }
-            for id in ids {
-                let d = id
-                    .parse()
-                    .map_err(|_| EngineError::Invalid(format!("bad chainID {id:?} in metadata")))?;
-                if let Some(l) = layers.get(&d)? {
-                    layers.remove(&l)?;
-                    removed.push(id);
+            let mut progress = false;
+            for l in layers.unneeded()? {
+                if layers.remove_if_unneeded(&l)? {
+                    removed.push(l.chain_id.to_string());
+                    progress = true;
                 }
+            }
+            if !progress {
+                return Ok(removed);
             }
         }
     }

@@ -572,6 +572,7 @@ impl Engine {
 
         // 3. Layers: report the present ones, stream the missing ones.
         let layers = self.layers();
+        let lease = self.lease();
         let chains = chain_ids(&diff_ids);
         let mut present = Vec::new();
         for c in &chains {
@@ -632,7 +633,8 @@ impl Engine {
                 }
             })
             .collect();
-        let ingested = layers.ingest_chain_limited(sources, Some(opts.max_concurrent.max(1)));
+        let ingested =
+            layers.ingest_chain_limited(&lease, sources, Some(opts.max_concurrent.max(1)));
         let chain = match ingested {
             Ok(c) => c,
             Err(e) => {
@@ -670,6 +672,7 @@ impl Engine {
         let done = std::mem::take(&mut *ctx.done.lock().unwrap());
         let mut kept = Vec::new();
         for d in &done {
+            lease.hold(crate::lease::Held::Blob, &d.desc.digest.to_string())?;
             if let Some(p) = &d.partial {
                 let _l = blob_lock(&ctx.locks_dir, &d.desc.digest)
                     .map_err(io_err(format!("locking blob {}", d.desc.digest)))?;
@@ -689,6 +692,7 @@ impl Engine {
                 .map_err(io_err("syncing the content store"))?;
         }
         for (d, _, bytes) in &docs {
+            lease.hold(crate::lease::Held::Blob, &d.to_string())?;
             self.content.put(bytes, Some(d))?;
         }
         let tagged = r.clone();
@@ -703,7 +707,14 @@ impl Engine {
         let images = self.images();
         let up_to_date =
             images.get(&id)?.is_some() && images.lookup_ref(&tagged)?.as_ref() == Some(&id);
-        let id = images.add(&config_bytes, &cfg, &chain, &names, Some(&manifest_digest))?;
+        let id = images.add(
+            &lease,
+            &config_bytes,
+            &cfg,
+            &chain,
+            &names,
+            Some(&manifest_digest),
+        )?;
         let registry = client.registry.clone();
         self.meta.write(|tx| -> Result<(), EngineError> {
             for d in &kept {

@@ -344,7 +344,8 @@ impl Engine {
         })?;
         let (config_bytes, cfg) = images.config(&rec.id)?;
         let store = self.layers();
-        let layers = store.chain(&cfg.rootfs.diff_ids)?;
+        let lease = self.lease();
+        let layers = store.acquire_chain(&lease, &cfg.rootfs.diff_ids)?;
         let repo = dest.path.clone();
         let registry = dest.domain.clone();
         let client = Client::new(
@@ -378,7 +379,7 @@ impl Engine {
         }
 
         let blobs_dir = self.root.join("content/blobs/sha256");
-        let tmp_dir = self.tmp_dir();
+        let tmp_dir = self.tmp_dir()?;
         let files = store.files();
         // Top layer first (as the progress lines were printed); results back in layer order.
         let order: Vec<usize> = (0..layers.len()).rev().collect();
@@ -485,6 +486,7 @@ impl Engine {
         };
         let tag = dest.tag.clone().unwrap_or_else(|| "latest".into());
         client.put_manifest(&repo, &tag, &mt, &bytes)?;
+        lease.hold(crate::lease::Held::Blob, &Digest::of(&bytes).to_string())?;
         let digest = self.content.put(&bytes, None)?;
 
         // Remember: blobs made here, where every blob now is, the manifest, the repo digest.

@@ -1,7 +1,8 @@
 //! `strata rmi` and `strata image prune`, with Docker's rules: removing a name only untags
 //! while other names remain; removing the last name or the ID deletes the image, unless a
-//! container uses it (then `-f` is needed, and the image record stays for the container).
-//! Layers go when nothing needs them any more; layers shared with other images stay.
+//! container uses it: then `-f` is needed, and even with it the image is only untagged (it
+//! stays, as `<none>`, until no container uses it; `image prune` then takes it). Layers go
+//! when nothing needs them any more; layers shared with other images stay.
 
 use super::{Engine, EngineError};
 use crate::image::{ImageRecord, Reference};
@@ -57,7 +58,9 @@ impl Engine {
                 return Ok(out);
             }
             let rec = images.get(&rec.id)?.unwrap_or(rec);
-            self.delete_image(&rec, &mut out)?;
+            if users.is_empty() {
+                self.delete_image(&rec, &mut out)?;
+            }
             return Ok(out);
         } else {
             let repos: std::collections::HashSet<String> =
@@ -76,6 +79,14 @@ impl Engine {
                     rec.id.short(),
                     &c.id[..12]
                 )));
+            }
+            if !users.is_empty() {
+                // Forced, but containers need it: untag only (Docker).
+                for t in rec.tags.iter().chain(&rec.digests) {
+                    images.untag(t)?;
+                    out.lines.push(format!("Untagged: {}", t.familiar()));
+                }
+                return Ok(out);
             }
         }
         self.delete_image(&rec, &mut out)?;
@@ -96,7 +107,9 @@ impl Engine {
             images.untag(t)?;
             out.lines.push(format!("Untagged: {}", t.familiar()));
         }
-        images.delete(&rec.id)?;
+        if !images.delete_if_unused(&rec.id)? {
+            return Ok(()); // a container was created on it meanwhile: it stays, untagged
+        }
         out.lines.push(format!("Deleted: {}", rec.id));
         for chain in self.collect_layers()? {
             out.lines.push(format!("Deleted: {chain}"));
@@ -127,7 +140,14 @@ impl Engine {
                 }));
             }
         }
+        // Then whatever no record names (layers of images deleted before, partial downloads
+        // no pull is resuming, leftovers of killed processes).
+        let swept: u64 = self
+            .sweep(super::gc::Sweep::repair(true))?
+            .iter()
+            .map(|l| l.bytes)
+            .sum();
         let after: u64 = self.layers().list()?.iter().map(|l| l.size).sum();
-        Ok((lines, before.saturating_sub(after)))
+        Ok((lines, before.saturating_sub(after).max(swept)))
     }
 }

@@ -439,7 +439,22 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
     let network = Network::parse(&c.config.network)
         .ok_or_else(|| RunError::BadNetwork(c.config.network.clone()))?;
     let img = image_defaults(engine, c)?;
-    let rootfs = store.mount(c)?;
+    // Intent before action: a start killed from here on leaves `Starting` with the monitor
+    // lock free, and whoever notices (`reconcile`) unmounts what this mounted.
+    let before = st.clone();
+    st.status = Status::Starting;
+    st.rootfs_mounted = true;
+    st.error = String::new();
+    dir.write_state(&st)
+        .map_err(io_err("writing the state file"))?;
+    let rootfs = match store.mount(c) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = dir.write_state(&before);
+            return Err(e.into());
+        }
+    };
+    crate::failpoint::pause("start-mounted");
     let prepared = (|| -> Result<(), RunError> {
         let argv = argv_of(c, &img.entrypoint, &img.cmd);
         let process = resolve_process(
@@ -484,13 +499,9 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
     })();
     if let Err(e) = prepared {
         let _ = store.unmount(c, false);
+        let _ = dir.write_state(&before);
         return Err(e);
     }
-    st.status = Status::Starting;
-    st.rootfs_mounted = true;
-    st.error = String::new();
-    dir.write_state(&st)
-        .map_err(io_err("writing the state file"))?;
 
     let args = MonitorArgs {
         id: c.id.clone(),

@@ -87,11 +87,13 @@ impl Engine {
     ) -> Result<(), EngineError> {
         // Resolve everything first: a missing image must fail before a byte is written.
         let images = self.images();
+        // Held while the archive is written: an `rmi` meanwhile cannot take the layers away.
+        let lease = self.lease();
         let mut selected: Vec<Selected> = Vec::new();
         for a in args {
             let rec = images.resolve(a)?;
             let (config, cfg) = images.config(&rec.id)?;
-            let layers = self.layers().chain(&cfg.rootfs.diff_ids)?;
+            let layers = self.layers().acquire_chain(&lease, &cfg.rootfs.diff_ids)?;
             // A name given by the user is saved with it; an ID saves the image unnamed (as Docker).
             let name = Reference::parse_tagged(a)
                 .ok()

@@ -61,14 +61,21 @@ impl<'a> ImageStore<'a> {
 
     /// Record an image whose layers are all in the layer store, and point `names` at it
     /// (tags move from any image that had them, as `docker load` and `docker tag` do).
+    /// `lease` holds the config blob from before it is stored until the record names it.
     pub fn add(
         &self,
+        lease: &crate::lease::Lease,
         config_bytes: &[u8],
         config: &ImageConfig,
         layers: &[Layer],
         names: &[Reference],
         manifest: Option<&Digest>,
     ) -> Result<Digest, ImageError> {
+        crate::failpoint::pause("image-add");
+        lease.hold(
+            crate::lease::Held::Blob,
+            &crate::digest::Digest::of(config_bytes).to_string(),
+        )?;
         let id = self.content.put(config_bytes, None)?;
         let size: u64 = layers.iter().map(|l| l.size).sum();
         let now = chrono::Utc::now().to_rfc3339();
@@ -252,10 +259,16 @@ impl<'a> ImageStore<'a> {
     }
 
     /// Delete the image record with its names; its layers are collected separately.
-    pub fn delete(&self, id: &Digest) -> Result<(), ImageError> {
-        self.meta.write(|tx| -> Result<(), ImageError> {
-            tx.execute("DELETE FROM images WHERE id=?1", params![id.to_string()])?;
-            Ok(())
+    /// Delete the record unless a container uses the image: checked in the same transaction,
+    /// so a container created a moment ago keeps its image (Docker keeps such an image,
+    /// untagged, until no container uses it). True when deleted.
+    pub fn delete_if_unused(&self, id: &Digest) -> Result<bool, ImageError> {
+        self.meta.write(|tx| -> Result<bool, ImageError> {
+            Ok(tx.execute(
+                "DELETE FROM images WHERE id=?1
+                 AND NOT EXISTS (SELECT 1 FROM containers WHERE image_id=?1)",
+                params![id.to_string()],
+            )? > 0)
         })
     }
 }

@@ -1,0 +1,43 @@
+//! `strata create` (and `run`'s first half), storage side: a container record and its
+//! writable layer on the image's top layer, which is held by a lease from the moment it is
+//! looked up, so an `rmi` racing the create cannot take it away.
+
+use super::{Engine, EngineError};
+use crate::container::{Container, NewContainer, RunConfig};
+use crate::image::Reference;
+
+impl Engine {
+    pub fn create_container(
+        &self,
+        name: Option<&str>,
+        image: &str,
+        config: RunConfig,
+    ) -> Result<Container, EngineError> {
+        let rec = self.images().resolve(image)?;
+        let lease = self.lease();
+        let top = match &rec.top_layer {
+            Some(t) => Some(self.layers().acquire(&lease, t)?.ok_or_else(|| {
+                EngineError::Invalid(format!("image {image}: top layer {t} missing"))
+            })?),
+            None => None,
+        };
+        crate::failpoint::pause("container-create");
+        let shown = match Reference::parse_tagged(image) {
+            Ok(r) if rec.tags.contains(&r) => r.familiar(),
+            _ => image.to_string(),
+        };
+        let made = self.containers().create(NewContainer {
+            name,
+            image_id: &rec.id,
+            image_ref: &shown,
+            parent: top.as_ref().map(|l| (&l.chain_id, l.cache_id.as_str())),
+            config,
+        });
+        if made.is_err() {
+            // The image went meanwhile: its layers were ours alone to keep; let them go.
+            drop(lease);
+            let _ = self.collect_layers();
+        }
+        Ok(made?)
+    }
+}

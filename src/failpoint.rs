@@ -1,0 +1,29 @@
+//! Pause points for crash and race tests: with `STRATA_PAUSE_AT=<name>` and
+//! `STRATA_PAUSE_DIR=<dir>` set, the process creates `<dir>/<name>.reached` when it gets to
+//! the point called `<name>` and waits there until `<dir>/<name>.go` exists. A test can then
+//! run a racing command, or SIGKILL the paused one, at exactly the instant it wants: the races
+//! of issue 7 are windows of microseconds that random timing finds only sometimes.
+//! Without the variables (every real use) a pause point is one `getenv`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub fn pause(name: &str) {
+    let Some(at) = std::env::var_os("STRATA_PAUSE_AT") else {
+        return;
+    };
+    if at.to_str() != Some(name) {
+        return;
+    }
+    let Some(dir) = std::env::var_os("STRATA_PAUSE_DIR").map(PathBuf::from) else {
+        return;
+    };
+    let _ = std::fs::write(
+        dir.join(format!("{name}.reached")),
+        std::process::id().to_string(),
+    );
+    let go = dir.join(format!("{name}.go"));
+    while !go.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

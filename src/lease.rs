@@ -1,0 +1,222 @@
+//! Sessions and leases: what work in flight holds, so garbage collection leaves it alone.
+//!
+//! containerd's answer to "a delete ran while a pull was between its layers and its image
+//! record" is the lease: content and snapshots in flight belong to a lease, and the collector
+//! never removes what a lease or a record holds. strata is daemonless, so a lease must also
+//! expire when the process that took it dies, without anyone telling the store. That is the
+//! session: every process that opens the store holds an exclusive flock on its own file
+//! `locks/sessions/<token>` for its whole life. The kernel drops the flock when the process
+//! dies, however it dies, so "its lock can be taken" means "its owner is gone", and its leases
+//! (rows tagged with its token) are void.
+//!
+//! A lease row is written *before* the thing it protects is created or reused, and in the same
+//! transaction as the check that a reused thing still exists. The collector deletes a record
+//! only in a transaction that checks no lease names it, and lists files *before* reading which
+//! ones are named. Together that makes every interleaving safe: SQLite's single writer orders
+//! the lease and the delete, and a file created after the listing is not in it.
+
+use crate::atomic_file::random_hex;
+use crate::lock::LockFile;
+use crate::meta::{Meta, MetaError};
+use rusqlite::params;
+use std::cell::Cell;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What a lease row protects; `key` is the thing's own name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// A read-only layer by chainID (a parent being built on, or a layer not yet in an image).
+    Layer,
+    /// A driver directory and tar-split by cache-id, before any record names it.
+    CacheDir,
+    /// A content-store blob by digest, before any record names it.
+    Blob,
+    /// A container by ID: its removal is under way, or its root filesystem is mounted by the
+    /// holder (cp, export, commit).
+    Container,
+}
+
+impl Held {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Held::Layer => "layer",
+            Held::CacheDir => "cache",
+            Held::Blob => "blob",
+            Held::Container => "container",
+        }
+    }
+}
+
+/// This process's claim to be alive (see the module doc). Dropping it ends the session: its
+/// lease rows are deleted by their `Lease`s; the lock file goes here.
+pub struct Session {
+    token: String,
+    path: PathBuf,
+    _lock: LockFile,
+}
+
+fn sessions_dir(locks: &Path) -> PathBuf {
+    locks.join("sessions")
+}
+
+impl Session {
+    /// Start a session: lock a file under a temporary name, then rename it into
+    /// `locks/sessions/`, so a collector never finds a session file that is not yet locked.
+    pub fn begin(locks: &Path) -> io::Result<Session> {
+        let dir = sessions_dir(locks);
+        let token = random_hex(8);
+        let tmp = dir.join(format!(".new-{token}"));
+        let lock = match LockFile::exclusive(&tmp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir)?;
+                LockFile::exclusive(&tmp)?
+            }
+            r => r?,
+        };
+        let path = dir.join(&token);
+        fs::rename(&tmp, &path)?;
+        Ok(Session {
+            token,
+            path,
+            _lock: lock,
+        })
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A session whose process is gone: we hold its lock, so nobody can revive it.
+pub struct DeadSession {
+    pub token: String,
+    path: PathBuf,
+    _lock: LockFile,
+}
+
+impl DeadSession {
+    /// Forget the session once what it held is dealt with.
+    pub fn remove(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Sessions other than `ours` whose owner died. Cheap (one directory listing and a
+/// non-blocking flock per live process), so every start can afford it.
+pub fn dead_sessions(locks: &Path, ours: Option<&str>) -> io::Result<Vec<DeadSession>> {
+    let dir = sessions_dir(locks);
+    let rd = match fs::read_dir(&dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        r => r?,
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if Some(name.as_str()) == ours || name.starts_with(".new-") {
+            // A `.new-` file is either being renamed by its live owner or was left by one that
+            // died before the rename; the latter holds nothing (no lease names it yet).
+            if name.starts_with(".new-")
+                && let Ok(Some(_l)) = LockFile::try_exclusive(&e.path())
+            {
+                let _ = fs::remove_file(e.path());
+            }
+            continue;
+        }
+        if let Some(lock) = LockFile::try_exclusive(&e.path())? {
+            out.push(DeadSession {
+                token: name,
+                path: e.path(),
+                _lock: lock,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Delete the lease rows of a dead session (they protect nothing any more).
+pub fn void_session(meta: &Meta, token: &str) -> Result<(), MetaError> {
+    meta.write(|tx| {
+        tx.execute("DELETE FROM leases WHERE session=?1", params![token])?;
+        Ok(())
+    })
+}
+
+/// One operation's hold on what it is creating or reusing. Released (rows deleted) on drop,
+/// once the records that name those things are committed; if the process dies first, the
+/// session's death voids it.
+pub struct Lease<'m> {
+    meta: &'m Meta,
+    id: String,
+    session: String,
+    used: Cell<bool>,
+}
+
+impl<'m> Lease<'m> {
+    pub fn new(meta: &'m Meta, session: &str) -> Lease<'m> {
+        Lease {
+            meta,
+            id: format!("{session}.{}", random_hex(4)),
+            session: session.to_string(),
+            used: Cell::new(false),
+        }
+    }
+
+    /// Add a row inside the caller's transaction (so it commits with the check or insert the
+    /// caller makes there).
+    pub fn hold_in(
+        &self,
+        tx: &rusqlite::Transaction,
+        what: Held,
+        key: &str,
+    ) -> rusqlite::Result<()> {
+        self.used.set(true);
+        tx.execute(
+            "INSERT OR IGNORE INTO leases (kind, key, lease, session) VALUES (?1, ?2, ?3, ?4)",
+            params![what.as_str(), key, self.id, self.session],
+        )?;
+        Ok(())
+    }
+
+    /// Add a row in a transaction of its own.
+    pub fn hold(&self, what: Held, key: &str) -> Result<(), MetaError> {
+        self.meta.write(|tx| Ok(self.hold_in(tx, what, key)?))
+    }
+
+    /// Drop one row early (a thing this operation gave up on).
+    pub fn let_go(&self, what: Held, key: &str) -> Result<(), MetaError> {
+        self.meta.write(|tx| {
+            tx.execute(
+                "DELETE FROM leases WHERE kind=?1 AND key=?2 AND lease=?3",
+                params![what.as_str(), key, self.id],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.used.get() {
+            let _ = self.meta.write(|tx| {
+                tx.execute("DELETE FROM leases WHERE lease=?1", params![self.id])?;
+                Ok::<_, MetaError>(())
+            });
+        }
+    }
+}
+
+/// SQL: is `key_sql` (a column or parameter) of kind `what` held by any lease?
+pub fn held_sql(what: Held, key_sql: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM leases WHERE kind='{}' AND key={key_sql})",
+        what.as_str()
+    )
+}
