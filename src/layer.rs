@@ -158,6 +158,9 @@ impl<'a> LayerStore<'a> {
     /// lease row commit together, so a collector either deleted it before (None) or will
     /// leave it alone until the lease ends.
     pub fn acquire(&self, lease: &Lease, chain_id: &Digest) -> Result<Option<Layer>, LayerError> {
+        if lease.is_inert() {
+            return self.get(chain_id); // read-only store: nothing can delete it either
+        }
         self.meta.write(|tx| -> Result<Option<Layer>, LayerError> {
             let l = tx
                 .query_row(

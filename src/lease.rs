@@ -177,6 +177,9 @@ impl<'m> Lease<'m> {
         what: Held,
         key: &str,
     ) -> rusqlite::Result<()> {
+        if self.is_inert() {
+            return Ok(());
+        }
         self.used.set(true);
         tx.execute(
             "INSERT OR IGNORE INTO leases (kind, key, lease, session) VALUES (?1, ?2, ?3, ?4)",
@@ -185,8 +188,16 @@ impl<'m> Lease<'m> {
         Ok(())
     }
 
+    /// A lease of no session (a read-only store): holds nothing, writes nothing.
+    pub fn is_inert(&self) -> bool {
+        self.session.is_empty()
+    }
+
     /// Add a row in a transaction of its own.
     pub fn hold(&self, what: Held, key: &str) -> Result<(), MetaError> {
+        if self.is_inert() {
+            return Ok(());
+        }
         self.meta.write(|tx| Ok(self.hold_in(tx, what, key)?))
     }
 

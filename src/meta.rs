@@ -142,6 +142,17 @@ impl Meta {
         Ok(meta)
     }
 
+    /// Open a store on a read-only filesystem: no pragma or schema writes. SQLite reads a WAL
+    /// database there as long as its `-wal` and `-shm` files exist (strata never deletes them).
+    pub fn open_read_only(path: &Path) -> Result<Meta, MetaError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(120))?;
+        Ok(Meta { conn })
+    }
+
     pub fn conn(&self) -> &Connection {
         &self.conn
     }

@@ -342,9 +342,9 @@ both_drivers!(
         let out = String::from_utf8_lossy(&o.stdout).to_string();
         assert!(!o.status.success(), "fsck must fail on leftovers: {out}");
         for needle in [
-            "blob sha256:abab",
-            "container directory cdcd",
-            "partial download efef",
+            "ERROR leftover: blob sha256:abab",
+            "ERROR leftover: container directory cdcd",
+            "NOTE leftover: partial download efef",
         ] {
             assert!(out.contains(needle), "fsck does not report {needle}: {out}");
         }

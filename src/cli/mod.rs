@@ -83,6 +83,15 @@ enum Command {
 
 impl Cli {
     fn engine(&self) -> Result<Engine> {
+        // Said up front, in one line: otherwise a non-root user meets a bare EACCES on a lock,
+        // or a silent fall-back to vfs and then a failing chown.
+        let uid = rustix::process::geteuid();
+        if !uid.is_root() {
+            anyhow::bail!(
+                "strata needs root: it mounts filesystems and sets file owners (running as uid {}); run it with sudo or as root",
+                uid.as_raw()
+            );
+        }
         Ok(Engine::open(&self.root, self.storage_driver.as_deref())?)
     }
 }

@@ -180,6 +180,9 @@ pub fn fsck(cli: &Cli, a: &FsckArgs) -> Result<i32> {
     for p in &r.problems {
         println!("ERROR {p}");
     }
+    for n in &r.notes {
+        println!("NOTE {n}");
+    }
     println!(
         "checked {} images, {} blobs, {} layers; hashed {} in {:.2}s ({:.0} MB/s, {:.0} MB per CPU-second); {} problem(s)",
         r.images,

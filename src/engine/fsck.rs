@@ -10,6 +10,8 @@ use std::collections::HashSet;
 
 pub struct FsckReport {
     pub problems: Vec<String>,
+    /// Found, but not faults (fresh partial downloads).
+    pub notes: Vec<String>,
     pub blobs: usize,
     pub layers: usize,
     pub images: usize,
@@ -72,8 +74,14 @@ impl Engine {
         }
 
         // Everything no record or live lease names is a problem too (`--repair` removes it).
+        let mut notes = Vec::new();
         for l in self.sweep(super::gc::Sweep::report())? {
-            problems.push(format!("leftover: {} ({} bytes)", l.what, l.bytes));
+            let line = format!("leftover: {} ({} bytes)", l.what, l.bytes);
+            if l.resumable {
+                notes.push(line + "; a pull of it resumes there, `system prune` removes it");
+            } else {
+                problems.push(line);
+            }
         }
 
         // Content: re-hash everything, largest work first, on every core.
@@ -103,6 +111,7 @@ impl Engine {
         }
         Ok(FsckReport {
             problems,
+            notes,
             blobs: blobs.len(),
             layers: all_layers.len(),
             images: images.len(),

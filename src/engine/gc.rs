@@ -62,6 +62,8 @@ impl Sweep {
 pub struct Leftover {
     pub what: String,
     pub bytes: u64,
+    /// A partial download a later pull of the same blob resumes: reported, not a fault.
+    pub resumable: bool,
 }
 
 fn du(p: &Path) -> u64 {
@@ -112,7 +114,16 @@ impl Engine {
     /// Walk the store for leftovers; remove them when `s.repair`. Returns what was found.
     pub fn sweep(&self, s: Sweep) -> Result<Vec<Leftover>, EngineError> {
         let mut found = Vec::new();
-        let mut note = |what: String, bytes: u64| found.push(Leftover { what, bytes });
+        if self.read_only() {
+            return Ok(found); // no locks can be taken there, and nothing can be removed
+        }
+        let mut note = |what: String, bytes: u64, resumable: bool| {
+            found.push(Leftover {
+                what,
+                bytes,
+                resumable,
+            })
+        };
         let locks = self.root.join("locks");
 
         // 1. Sessions of dead processes: their leases protect nothing; their temp dirs go.
@@ -131,6 +142,7 @@ impl Engine {
                     d.token
                 ),
                 du(&tmp),
+                false,
             );
             if s.repair {
                 lease::void_session(&self.meta, &d.token)?;
@@ -144,7 +156,7 @@ impl Engine {
         for name in names_in(&self.root.join("tmp")) {
             if !live_sessions.contains(&name) {
                 let p = self.root.join("tmp").join(&name);
-                note(format!("temp file {}", p.display()), du(&p));
+                note(format!("temp file {}", p.display()), du(&p), false);
                 if s.repair {
                     remove_path(&p).map_err(io_err(format!("removing {}", p.display())))?;
                 }
@@ -164,6 +176,7 @@ impl Engine {
                     &c.id[..12]
                 ),
                 0,
+                false,
             );
             if s.repair {
                 if self.driver.is_mounted(&c.cache_id) {
@@ -194,6 +207,7 @@ impl Engine {
             note(
                 format!("container {}: root filesystem left mounted", c.name),
                 0,
+                false,
             );
             if s.repair {
                 self.driver.unmount(&c.cache_id)?;
@@ -206,6 +220,7 @@ impl Engine {
             note(
                 format!("layer {}: no image, container or layer uses it", l.chain_id),
                 l.size,
+                false,
             );
         }
         if s.repair {
@@ -225,7 +240,11 @@ impl Engine {
         for id in dirs {
             if !known.contains(&id) {
                 let bytes = self.driver.usage(&id).map(|u| u.bytes).unwrap_or(0);
-                note(format!("driver directory {id}: no record names it"), bytes);
+                note(
+                    format!("driver directory {id}: no record names it"),
+                    bytes,
+                    false,
+                );
                 if s.repair {
                     if self.driver.is_mounted(&id) {
                         let _ = self.driver.unmount(&id);
@@ -238,7 +257,11 @@ impl Engine {
             let id = name.strip_suffix(".tar-split").unwrap_or(&name);
             if !known.contains(id) {
                 let p = self.root.join("layers").join(&name);
-                note(format!("tar-split {name}: no layer names it"), du(&p));
+                note(
+                    format!("tar-split {name}: no layer names it"),
+                    du(&p),
+                    false,
+                );
                 if s.repair {
                     remove_path(&p).map_err(io_err(format!("removing {}", p.display())))?;
                 }
@@ -257,6 +280,7 @@ impl Engine {
                 note(
                     format!("container directory {id}: no container has that ID"),
                     du(&p),
+                    false,
                 );
                 if s.repair {
                     remove_path(&p).map_err(io_err(format!("removing {}", p.display())))?;
@@ -287,7 +311,7 @@ impl Engine {
             check(self.meta.conn())?
         };
         for (d, bytes) in orphans {
-            note(format!("blob {d}: no image or layer uses it"), bytes);
+            note(format!("blob {d}: no image or layer uses it"), bytes, false);
         }
 
         // 8. Partial downloads nobody is writing (their blob lock is free): stale ones always,
@@ -315,6 +339,7 @@ impl Engine {
             note(
                 format!("partial download {name}: no pull is resuming it"),
                 du(&p),
+                age < PARTIAL_MAX_AGE,
             );
             if s.repair {
                 remove_path(&p).map_err(io_err(format!("removing {}", p.display())))?;

@@ -75,8 +75,9 @@ pub struct Engine {
     /// This process's temp dir, `tmp/<session token>/`: made on first use, removed on exit,
     /// and by the collector when the process died.
     tmp: PathBuf,
-    /// Declared last: dropped after everything that may still write under its name.
-    session: Session,
+    /// Declared last: dropped after everything that may still write under its name. None on
+    /// a read-only store (no writes, so nothing to lease).
+    session: Option<Session>,
 }
 
 impl Drop for Engine {
@@ -88,6 +89,11 @@ impl Drop for Engine {
             _ => {}
         }
     }
+}
+
+fn is_read_only(root: &Path) -> bool {
+    rustix::fs::statvfs(root)
+        .is_ok_and(|v| v.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 /// Keep this much disk in `ROOT/reserve` while space is ample; give it back when the disk is
@@ -131,6 +137,9 @@ impl Engine {
     /// Open (creating if needed) the store at `root`. `driver` is the user's choice; the first
     /// open records it, and a later open with another driver is refused.
     pub fn open(root: &Path, driver: Option<&str>) -> Result<Engine, EngineError> {
+        if is_read_only(root) {
+            return Engine::open_read_only(root);
+        }
         for d in ["", "tmp", "locks", "layers", "content"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
@@ -184,11 +193,11 @@ impl Engine {
             content,
             driver,
             tmp,
-            session,
+            session: Some(session),
         };
         // A process that died mid-operation left its session file behind: collect what it
         // held. Safe while other processes work (their leases protect what they hold).
-        let dead = lease::dead_sessions(&locks, Some(engine.session.token()))
+        let dead = lease::dead_sessions(&locks, Some(engine.session_token()))
             .map_err(io_err("listing sessions"))?;
         if !dead.is_empty() {
             engine.sweep(gc::Sweep::after_crash(dead))?;
@@ -205,15 +214,41 @@ impl Engine {
     pub fn containers(&self) -> ContainerStore<'_> {
         ContainerStore::new(&self.meta, self.driver.as_ref())
             .with_root(&self.root)
-            .with_session(self.session.token())
+            .with_session(self.session_token())
     }
     /// A new lease for one operation (see `lease`): hold what it creates or reuses until the
     /// records naming them are committed.
     pub fn lease(&self) -> Lease<'_> {
-        Lease::new(&self.meta, self.session.token())
+        Lease::new(&self.meta, self.session_token())
     }
     pub fn session_token(&self) -> &str {
-        self.session.token()
+        self.session.as_ref().map(Session::token).unwrap_or("")
+    }
+    pub fn read_only(&self) -> bool {
+        self.session.is_none()
+    }
+
+    /// A store on a read-only filesystem (a backup, a read-only mount of a live root): reads
+    /// work — images, inspect, history, save, fsck — and every write fails on the database.
+    fn open_read_only(root: &Path) -> Result<Engine, EngineError> {
+        let meta = Meta::open_read_only(&root.join("meta.db"))?;
+        let name = meta.setting("driver")?.ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "{} is read-only and holds no strata store",
+                root.display()
+            ))
+        })?;
+        let driver = driver::open(root, &name)?;
+        let tmp = root.join("tmp").join("read-only");
+        let content = ContentStore::open(&root.join("content"), &tmp)?;
+        Ok(Engine {
+            root: root.to_path_buf(),
+            meta,
+            content,
+            driver,
+            tmp,
+            session: None,
+        })
     }
     /// This process's temp dir (created if needed).
     pub fn tmp_dir(&self) -> Result<PathBuf, EngineError> {
