@@ -9,6 +9,7 @@ pub mod digest;
 pub mod driver;
 pub mod engine;
 pub mod image;
+pub mod init_layer;
 pub mod layer;
 pub mod lock;
 pub mod meta;

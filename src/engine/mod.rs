@@ -213,6 +213,7 @@ impl Engine {
             known.insert(l.cache_id);
         }
         for c in self.containers().list()? {
+            known.insert(crate::init_layer::id_for(&c.cache_id));
             known.insert(c.cache_id);
         }
         for id in self.driver.list()? {
