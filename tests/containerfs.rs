@@ -187,6 +187,30 @@ both_drivers!(rm_leaves_no_driver_dirs, |driver| {
     s.fsck_clean();
 });
 
+// The cleanup after an interrupted process removes driver directories no record names: a
+// container's init layer is named by its record (the writable layer's cache-id + `-init`),
+// an orphaned one is not.
+both_drivers!(leftover_scan_keeps_init_layers_of_containers, |driver| {
+    let (s, _w) = store_with_image(driver);
+    let before = driver_dirs(&s);
+    s.ok(&["create", "--name", "c1", "bb:1", "true"]);
+    let with_c1 = driver_dirs(&s);
+    let home = match driver {
+        "overlay" => s.root.join("overlay"),
+        _ => s.root.join("vfs/dir"),
+    };
+    std::fs::create_dir(home.join("0123456789abcdef0123456789abcdef-init")).unwrap();
+    // What a killed process leaves: its marker in tmp/.
+    std::fs::write(s.root.join("tmp/.alive-999999999-dead"), b"").unwrap();
+    s.ok(&["ps", "-a"]);
+    assert_eq!(driver_dirs(&s), with_c1, "only the orphan went");
+    s.ok(&["start", "-a", "c1"]);
+    assert_eq!(s.ok(&["diff", "c1"]), "");
+    s.ok(&["rm", "c1"]);
+    assert_eq!(driver_dirs(&s), before);
+    s.fsck_clean();
+});
+
 // Containers created before init layers existed (the writable layer directly on the image)
 // still mount, run, measure and are removed completely.
 both_drivers!(records_without_an_init_layer_still_work, |driver| {
