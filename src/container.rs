@@ -1,9 +1,11 @@
 //! Containers, storage side: a record (name, image, run config) and a thin writable layer
-//! stacked on the image's top read-only layer.
+//! stacked on the image's top read-only layer, with the init layer (the runtime's mount
+//! points, `crate::init_layer`) in between.
 
 use crate::atomic_file::random_hex;
 use crate::digest::Digest;
 use crate::driver::{Driver, DriverError, LayerKind};
+use crate::init_layer::{self, InitLayerError};
 use crate::lease::{Held, Lease};
 use crate::meta::{Meta, MetaError};
 use rusqlite::{OptionalExtension, params};
@@ -28,6 +30,8 @@ pub enum ContainerError {
     Driver(#[from] DriverError),
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error(transparent)]
+    InitLayer(#[from] InitLayerError),
 }
 
 impl From<rusqlite::Error> for ContainerError {
@@ -208,9 +212,10 @@ impl<'a> ContainerStore<'a> {
         })
     }
 
-    /// Create the writable layer, then the record. A crash between the two leaves a driver
-    /// directory that no record names, removed by the collector. The caller holds the parent
-    /// layer (a lease); the record is only written if the image still exists.
+    /// Create the init layer and the writable layer on it, then the record. A crash before
+    /// the record leaves driver directories that no record names, removed by the collector.
+    /// The caller holds the parent layer (a lease); the record is only written if the image
+    /// still exists.
     pub fn create(&self, new: NewContainer) -> Result<Container, ContainerError> {
         if let Some(n) = new.name {
             if !valid_name(n) {
@@ -225,12 +230,24 @@ impl<'a> ContainerStore<'a> {
         }
         let id = random_hex(32);
         let cache_id = random_hex(32);
+        let init_id = init_layer::id_for(&cache_id);
         let lease = self.lease();
         if let Some(l) = &lease {
-            l.hold(Held::CacheDir, &cache_id)?;
+            self.meta.write(|tx| -> Result<(), ContainerError> {
+                l.hold_in(tx, Held::CacheDir, &cache_id)?;
+                l.hold_in(tx, Held::CacheDir, &init_id)?;
+                Ok(())
+            })?;
         }
-        self.driver
-            .create(&cache_id, new.parent.map(|p| p.1), LayerKind::ReadWrite)?;
+        self.create_init_layer(&init_id, new.parent.map(|p| p.1))?;
+        if let Err(e) = self
+            .driver
+            .create(&cache_id, Some(&init_id), LayerKind::ReadWrite)
+        {
+            let _ = self.driver.remove(&cache_id);
+            let _ = self.driver.remove(&init_id);
+            return Err(e.into());
+        }
         let c = Container {
             id: id.clone(),
             name: String::new(),
@@ -291,6 +308,7 @@ impl<'a> ContainerStore<'a> {
                 }
                 Err(e) => {
                     let _ = self.driver.remove(&cache_id);
+                    let _ = self.driver.remove(&init_id);
                     return Err(match e {
                         ContainerError::NameInUse { name, .. } => {
                             let id = self
@@ -307,6 +325,23 @@ impl<'a> ContainerStore<'a> {
             }
         }
         Ok(Container { name, ..c })
+    }
+
+    /// The init layer on `parent`, populated through a mount of it (on overlay the image's
+    /// directories are copied up as Docker's are, keeping their owner and mode). It is
+    /// mounted only here; afterwards it is one of the writable layer's lower layers.
+    fn create_init_layer(&self, id: &str, parent: Option<&str>) -> Result<(), ContainerError> {
+        self.driver.create(id, parent, LayerKind::ReadWrite)?;
+        let r = (|| -> Result<(), ContainerError> {
+            let root = self.driver.mount(id)?;
+            let populated = init_layer::populate(&root);
+            self.driver.unmount(id)?;
+            Ok(populated?)
+        })();
+        if r.is_err() {
+            let _ = self.driver.remove(id);
+        }
+        r
     }
 
     fn find_exact(&self, name_or_id: &str) -> Result<Option<Container>, ContainerError> {
@@ -430,6 +465,8 @@ impl<'a> ContainerStore<'a> {
 
     fn remove_files(&self, c: &Container) -> Result<(), ContainerError> {
         self.driver.remove(&c.cache_id)?;
+        // Records made before init layers have none: removing a missing layer is a no-op.
+        self.driver.remove(&init_layer::id_for(&c.cache_id))?;
         if let Some(root) = &self.root {
             let dir = root.join("containers").join(&c.id);
             match std::fs::remove_dir_all(&dir) {

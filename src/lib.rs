@@ -10,6 +10,7 @@ pub mod driver;
 pub mod engine;
 pub mod failpoint;
 pub mod image;
+pub mod init_layer;
 pub mod layer;
 pub mod lease;
 pub mod lock;

@@ -27,7 +27,7 @@ fn base_layer() -> Vec<u8> {
 fn top_layer(tag: &str) -> Vec<u8> {
     LayerTar::new()
         .dir("etc/")
-        .file("etc/hostname", tag.as_bytes())
+        .file("etc/tag", tag.as_bytes())
         .file("etc/.wh.passwd", b"")
         .dir("usr/share/")
         .file("usr/share/.wh..wh..opq", b"")
@@ -146,7 +146,7 @@ both_drivers!(shared_base_is_stored_once_on_disk, |driver| {
     let m = s.ok(&["mount", c.trim()]);
     let root = std::path::Path::new(m.trim());
     assert_eq!(std::fs::read(root.join("bin/tool")).unwrap().len(), 300_000);
-    assert_eq!(std::fs::read(root.join("etc/hostname")).unwrap(), b"b");
+    assert_eq!(std::fs::read(root.join("etc/tag")).unwrap(), b"b");
     assert!(
         !root.join("etc/passwd").exists(),
         "whiteout must hide etc/passwd"

@@ -109,8 +109,14 @@ pub struct CommitOptions<'a> {
 }
 
 impl Engine {
-    /// The cache-id of the layer a container's writable layer sits on.
+    /// The cache-id of the layer a container's writable layer sits on: its init layer, or
+    /// for records made before init layers, the image's top layer. Changes are measured
+    /// against it, so the runtime's mount points never count as the container's.
     fn parent_cache_id(&self, c: &Container) -> Result<Option<String>, EngineError> {
+        let init = crate::init_layer::id_for(&c.cache_id);
+        if self.driver.exists(&init) {
+            return Ok(Some(init));
+        }
         Ok(match &c.parent {
             Some(p) => Some(
                 self.layers()

@@ -59,7 +59,10 @@ impl Engine {
         let mut parents: HashMap<String, Option<String>> = HashMap::new();
         let mut jobs = Vec::with_capacity(cs.len());
         for c in cs {
+            // As `parent_cache_id`, with the image's top layer looked up once per image.
+            let init = crate::init_layer::id_for(&c.cache_id);
             let parent = match &c.parent {
+                _ if self.driver.exists(&init) => Ok(Some(init)),
                 None => Ok(None),
                 Some(p) => match parents.get(&p.to_string()) {
                     Some(v) => Ok(v.clone()),
