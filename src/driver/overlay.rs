@@ -205,6 +205,21 @@ fn mount_overlay(
     Ok(())
 }
 
+/// Drops the lower layers beneath the first one (nearest first) whose root directory is
+/// opaque. A layer tar with `.wh..wh..opq` at its root hides everything beneath it, and its
+/// diff root gets `trusted.overlay.opaque=y` like any opaque directory, but overlayfs ignores
+/// that xattr on a layer's root (checked on 6.x kernels): the lower layers would show through.
+/// Leaving them out of the mount gives the same view as a full copy (vfs) does.
+fn cut_below_opaque_root(lowers: &mut Vec<PathBuf>) {
+    let opaque = |p: &Path| {
+        let mut buf = [0u8; 4];
+        matches!(rustix::fs::getxattr(p, super::changes::OPAQUE_XATTR, &mut buf), Ok(1) if buf[0] == b'y')
+    };
+    if let Some(i) = lowers.iter().position(|l| opaque(l)) {
+        lowers.truncate(i + 1);
+    }
+}
+
 pub struct Overlay {
     home: PathBuf,
 }
@@ -397,6 +412,7 @@ impl Driver for Overlay {
             lowers.push(diff.clone());
         }
         lowers.extend(self.lower_dirs(id)?);
+        cut_below_opaque_root(&mut lowers);
         if lowers.is_empty() || (!read_write && lowers.len() < 2) {
             // overlayfs needs a lower layer (two without an upper on older kernels).
             let empty = dir.join("empty");
@@ -701,6 +717,38 @@ mod tests {
         assert_eq!(std::fs::read_dir(&m).unwrap().count(), DEPTH);
         d.unmount("container").unwrap();
         assert!(!d.is_mounted("container"));
+    }
+
+    #[test]
+    fn overlay_opaque_layer_root_hides_the_layers_beneath() {
+        let tmp = fsutil::test_tempdir();
+        let d = Overlay::open(&tmp.path().join("overlay")).unwrap();
+        let _guard = Unmounter(&d, vec!["opq".into(), "top".into(), "rw".into()]);
+        let names = |m: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(m)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        d.create("base", None, LayerKind::ReadOnly).unwrap();
+        std::fs::write(d.diff_dir("base").join("a"), "a").unwrap();
+        d.create("opq", Some("base"), LayerKind::ReadOnly).unwrap();
+        std::fs::write(d.diff_dir("opq").join("c"), "c").unwrap();
+        rustix::fs::setxattr(
+            d.diff_dir("opq"),
+            "trusted.overlay.opaque",
+            b"y",
+            XattrFlags::empty(),
+        )
+        .unwrap();
+        d.create("top", Some("opq"), LayerKind::ReadOnly).unwrap();
+        std::fs::write(d.diff_dir("top").join("e"), "e").unwrap();
+        d.create("rw", Some("top"), LayerKind::ReadWrite).unwrap();
+        assert_eq!(names(&d.mount("opq").unwrap()), ["c"]);
+        assert_eq!(names(&d.mount("top").unwrap()), ["c", "e"]);
+        assert_eq!(names(&d.mount("rw").unwrap()), ["c", "e"]);
     }
 
     #[test]
