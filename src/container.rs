@@ -233,11 +233,12 @@ impl<'a> ContainerStore<'a> {
         let init_id = init_layer::id_for(&cache_id);
         let lease = self.lease();
         if let Some(l) = &lease {
-            self.meta.write(|tx| -> Result<(), ContainerError> {
-                l.hold_in(tx, Held::CacheDir, &cache_id)?;
-                l.hold_in(tx, Held::CacheDir, &init_id)?;
-                Ok(())
-            })?;
+            self.meta
+                .write_unsynced(|tx| -> Result<(), ContainerError> {
+                    l.hold_in(tx, Held::CacheDir, &cache_id)?;
+                    l.hold_in(tx, Held::CacheDir, &init_id)?;
+                    Ok(())
+                })?;
         }
         self.create_init_layer(&init_id, new.parent.map(|p| p.1))?;
         if let Err(e) = self
@@ -456,10 +457,13 @@ impl<'a> ContainerStore<'a> {
         })?;
         crate::failpoint::pause("container-removing");
         self.remove_files(c)?;
-        self.meta.write(|tx| -> Result<(), ContainerError> {
-            tx.execute("DELETE FROM containers WHERE id=?1", params![c.id])?;
-            Ok(())
-        })?;
+        // Unsynced: lost in a power cut, the record stays `removing` with its lease void, and
+        // the collector finishes the removal.
+        self.meta
+            .write_unsynced(|tx| -> Result<(), ContainerError> {
+                tx.execute("DELETE FROM containers WHERE id=?1", params![c.id])?;
+                Ok(())
+            })?;
         Ok(())
     }
 

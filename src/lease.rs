@@ -121,11 +121,16 @@ pub fn dead_sessions(locks: &Path, ours: Option<&str>) -> io::Result<Vec<DeadSes
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if Some(name.as_str()) == ours || name.starts_with(".new-") {
-            // A `.new-` file is either being renamed by its live owner or was left by one that
-            // died before the rename; the latter holds nothing (no lease names it yet).
-            if name.starts_with(".new-")
-                && let Ok(Some(_l)) = LockFile::try_exclusive(&e.path())
-            {
+            // A `.new-` file is being locked and renamed by its live owner (it may not hold the
+            // flock yet: between its open and its flock, the file looks abandoned), or was left
+            // by one that died before the rename and holds nothing. Only an old one goes.
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 60);
+            if old && let Ok(Some(_l)) = LockFile::try_exclusive(&e.path()) {
                 let _ = fs::remove_file(e.path());
             }
             continue;
@@ -143,7 +148,7 @@ pub fn dead_sessions(locks: &Path, ours: Option<&str>) -> io::Result<Vec<DeadSes
 
 /// Delete the lease rows of a dead session (they protect nothing any more).
 pub fn void_session(meta: &Meta, token: &str) -> Result<(), MetaError> {
-    meta.write(|tx| {
+    meta.write_unsynced(|tx| {
         tx.execute("DELETE FROM leases WHERE session=?1", params![token])?;
         Ok(())
     })
@@ -198,12 +203,13 @@ impl<'m> Lease<'m> {
         if self.is_inert() {
             return Ok(());
         }
-        self.meta.write(|tx| Ok(self.hold_in(tx, what, key)?))
+        self.meta
+            .write_unsynced(|tx| Ok(self.hold_in(tx, what, key)?))
     }
 
     /// Drop one row early (a thing this operation gave up on).
     pub fn let_go(&self, what: Held, key: &str) -> Result<(), MetaError> {
-        self.meta.write(|tx| {
+        self.meta.write_unsynced(|tx| {
             tx.execute(
                 "DELETE FROM leases WHERE kind=?1 AND key=?2 AND lease=?3",
                 params![what.as_str(), key, self.id],
@@ -216,7 +222,7 @@ impl<'m> Lease<'m> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if self.used.get() {
-            let _ = self.meta.write(|tx| {
+            let _ = self.meta.write_unsynced(|tx| {
                 tx.execute("DELETE FROM leases WHERE lease=?1", params![self.id])?;
                 Ok::<_, MetaError>(())
             });

@@ -169,6 +169,20 @@ impl Meta {
         Ok(out)
     }
 
+    /// `write` without waiting for the disk: for rows whose loss in a power cut is harmless
+    /// (leases: their process is dead then too). The next synced commit flushes them anyway.
+    pub fn write_unsynced<T, E: From<MetaError>>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.conn
+            .pragma_update(None, "synchronous", "OFF")
+            .map_err(MetaError::from)?;
+        let r = self.write(f);
+        let _ = self.conn.pragma_update(None, "synchronous", "FULL");
+        r
+    }
+
     pub fn setting(&self, key: &str) -> Result<Option<String>, MetaError> {
         Ok(self
             .conn

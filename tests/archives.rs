@@ -120,6 +120,8 @@ fn root_listing(s: &Store, image: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&m)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        // The container's init layer adds the runtime's mount points (as Docker's does).
+        .filter(|n| !["dev", "etc", "proc", "sys"].contains(&n.as_str()))
         .collect();
     names.sort();
     s.ok(&["umount", &c]);
