@@ -334,7 +334,7 @@ impl<'a> ContainerStore<'a> {
     fn create_init_layer(&self, id: &str, parent: Option<&str>) -> Result<(), ContainerError> {
         self.driver.create(id, parent, LayerKind::ReadWrite)?;
         let r = (|| -> Result<(), ContainerError> {
-            let root = self.driver.mount(id)?;
+            let root = self.driver.mount_scratch(id)?;
             let populated = init_layer::populate(&root);
             self.driver.unmount(id)?;
             Ok(populated?)

@@ -78,6 +78,7 @@ fn probe_mount(probe: &Path) -> Result<(), String> {
         &[probe.join("lower")],
         Some((&probe.join("upper"), &probe.join("work"))),
         &merged,
+        false,
     )
     .map_err(|e| format!("probe overlay mount failed: {e}"))?;
     let seen = std::fs::read(merged.join("probe"));
@@ -139,6 +140,7 @@ fn mount_overlay(
     lowers: &[PathBuf],
     upper: Option<(&Path, &Path)>,
     target: &Path,
+    volatile: bool,
 ) -> Result<(), String> {
     use rustix::mount::{fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount};
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
@@ -185,6 +187,9 @@ fn mount_overlay(
             .map_err(|e| fail(format!("fsconfig upperdir={}", up.display()), e))?;
         fsconfig_set_string(&fs, "workdir", work)
             .map_err(|e| fail(format!("fsconfig workdir={}", work.display()), e))?;
+        if volatile && rustix::mount::fsconfig_set_flag(&fs, "volatile").is_err() {
+            let _ = kernel_log(&fs); // older kernel: an ordinary (synced) mount
+        }
     }
     fsconfig_create(&fs).map_err(|e| fail("creating the overlay superblock".into(), e))?;
     let attrs = if upper.is_none() {
@@ -225,6 +230,69 @@ pub struct Overlay {
 }
 
 impl Overlay {
+    /// Mount the layer's merged view (read-write when it has a work dir); `volatile` skips
+    /// the upper filesystem's syncs (see `Driver::mount_scratch`).
+    fn mount_with(&self, id: &str, volatile: bool) -> Result<PathBuf, DriverError> {
+        Self::check_id(id)?;
+        let dir = self.dir(id);
+        let diff = dir.join("diff");
+        if !diff.is_dir() {
+            return Err(DriverError::NotFound(id.to_string()));
+        }
+        let merged = dir.join("merged");
+        if mounted_at(&dir, &merged) {
+            return Ok(merged);
+        }
+        let work = dir.join("work");
+        let read_write = work.is_dir();
+        fsutil::mkdir(&merged, 0o700)?;
+        let mut lowers = Vec::new();
+        if !read_write {
+            lowers.push(diff.clone());
+        }
+        lowers.extend(self.lower_dirs(id)?);
+        cut_below_opaque_root(&mut lowers);
+        if lowers.is_empty() || (!read_write && lowers.len() < 2) {
+            // overlayfs needs a lower layer (two without an upper on older kernels).
+            let empty = dir.join("empty");
+            fsutil::mkdir(&empty, 0o755)?;
+            lowers.push(empty);
+        }
+        let upper = read_write.then_some((diff.as_path(), work.as_path()));
+        mount_overlay(&lowers, upper, &merged, volatile).map_err(|reason| DriverError::Mount {
+            id: id.to_string(),
+            reason,
+        })?;
+        Ok(merged)
+    }
+
+    /// Unmount every mount stacked on the layer's merged dir.
+    fn unmount_all(&self, id: &str) -> Result<(), DriverError> {
+        if Self::check_id(id).is_err() {
+            return Ok(());
+        }
+        let dir = self.dir(id);
+        let merged = dir.join("merged");
+        // Loop in case the same layer was mounted more than once (stacked mounts).
+        for _ in 0..16 {
+            if !mounted_at(&dir, &merged) {
+                return Ok(());
+            }
+            match unmount_path(&merged) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(()),
+                Err(e) => return Err(DriverError::io("unmount", &merged, e)),
+            }
+        }
+        if mounted_at(&dir, &merged) {
+            return Err(DriverError::Mount {
+                id: id.to_string(),
+                reason: "still mounted after repeated unmounts".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Open (creating if needed) the overlay driver directory `ROOT/overlay`.
     pub fn open(dir: &Path) -> Result<Overlay, DriverError> {
         std::fs::create_dir_all(dir.join(LINK_DIR))
@@ -394,63 +462,15 @@ impl Driver for Overlay {
     }
 
     fn mount(&self, id: &str) -> Result<PathBuf, DriverError> {
-        Self::check_id(id)?;
-        let dir = self.dir(id);
-        let diff = dir.join("diff");
-        if !diff.is_dir() {
-            return Err(DriverError::NotFound(id.to_string()));
-        }
-        let merged = dir.join("merged");
-        if mounted_at(&dir, &merged) {
-            return Ok(merged);
-        }
-        let work = dir.join("work");
-        let read_write = work.is_dir();
-        fsutil::mkdir(&merged, 0o700)?;
-        let mut lowers = Vec::new();
-        if !read_write {
-            lowers.push(diff.clone());
-        }
-        lowers.extend(self.lower_dirs(id)?);
-        cut_below_opaque_root(&mut lowers);
-        if lowers.is_empty() || (!read_write && lowers.len() < 2) {
-            // overlayfs needs a lower layer (two without an upper on older kernels).
-            let empty = dir.join("empty");
-            fsutil::mkdir(&empty, 0o755)?;
-            lowers.push(empty);
-        }
-        let upper = read_write.then_some((diff.as_path(), work.as_path()));
-        mount_overlay(&lowers, upper, &merged).map_err(|reason| DriverError::Mount {
-            id: id.to_string(),
-            reason,
-        })?;
-        Ok(merged)
+        self.mount_with(id, false)
+    }
+
+    fn mount_scratch(&self, id: &str) -> Result<PathBuf, DriverError> {
+        self.mount_with(id, true)
     }
 
     fn unmount(&self, id: &str) -> Result<(), DriverError> {
-        if Self::check_id(id).is_err() {
-            return Ok(());
-        }
-        let dir = self.dir(id);
-        let merged = dir.join("merged");
-        // Loop in case the same layer was mounted more than once (stacked mounts).
-        for _ in 0..16 {
-            if !mounted_at(&dir, &merged) {
-                return Ok(());
-            }
-            match unmount_path(&merged) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(()),
-                Err(e) => return Err(DriverError::io("unmount", &merged, e)),
-            }
-        }
-        if mounted_at(&dir, &merged) {
-            return Err(DriverError::Mount {
-                id: id.to_string(),
-                reason: "still mounted after repeated unmounts".into(),
-            });
-        }
-        Ok(())
+        self.unmount_all(id)
     }
 
     fn is_mounted(&self, id: &str) -> bool {
