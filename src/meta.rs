@@ -16,6 +16,8 @@ pub use rusqlite::Transaction;
 pub enum MetaError {
     #[error("metadata database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("syncing {0}: {1}")]
+    Sync(String, std::io::Error),
 }
 
 const SCHEMA: &str = r#"
@@ -114,6 +116,10 @@ pub struct Meta {
 
 impl Meta {
     pub fn open(path: &Path) -> Result<Meta, MetaError> {
+        // SQLite is built without its per-connection directory sync (.cargo/config.toml): the
+        // directory entries of a new database and its WAL are synced here, once.
+        let wal = path.with_extension("db-wal");
+        let fresh = !wal.exists();
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(120))?;
         // journal_mode needs a write lock the first time; busy_timeout covers concurrent openers.
@@ -145,6 +151,14 @@ impl Meta {
                 tx.pragma_update(None, "user_version", version)?;
                 Ok::<_, MetaError>(())
             })?;
+        }
+        if fresh
+            && wal.exists()
+            && let Some(dir) = path.parent()
+        {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| MetaError::Sync(dir.display().to_string(), e))?;
         }
         Ok(meta)
     }
