@@ -422,3 +422,31 @@ fn removal_works_on_a_full_disk() {
     let o = strata(&["system", "fsck"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
+
+#[test]
+fn partial_downloads_count_in_df_and_go_with_prune() {
+    let s = Store::new("overlay");
+    s.ok(&["images"]);
+    let df_images = |s: &Store| -> String {
+        let out = s.ok(&["system", "df"]);
+        out.lines()
+            .find(|l| l.starts_with("Images"))
+            .unwrap()
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(df_images(&s), "0B");
+    std::fs::create_dir_all(s.path().join("ingest")).unwrap();
+    let partial = s
+        .path()
+        .join("ingest")
+        .join(format!("{}.partial", "12".repeat(32)));
+    std::fs::write(&partial, vec![7u8; 3_000_000]).unwrap();
+    assert_eq!(df_images(&s), "3MB");
+    let out = s.ok(&["image", "prune", "-f"]);
+    assert!(out.contains("Total reclaimed space: 3"), "{out}");
+    assert!(!partial.exists());
+    assert_eq!(df_images(&s), "0B");
+}

@@ -324,8 +324,9 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
             "Images",
             du.images.len(),
             active_images,
-            du.layers_size,
-            du.layers_size.saturating_sub(used),
+            // Partial downloads are image data too, and all of it reclaimable.
+            du.layers_size + du.partial_downloads,
+            du.layers_size.saturating_sub(used) + du.partial_downloads,
             true,
         ),
         df_row(
