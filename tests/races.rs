@@ -107,9 +107,11 @@ both_drivers!(delete_during_load_waits_for_the_image, |driver| {
         &["image", "prune", "-a", "-f"][..],
         &["container", "prune", "-f"][..],
         &["system", "prune", "-a", "-f"][..],
+        &["rm", "-f", "victim"][..],
     ] {
         let s = Store::new(driver);
         let app = setup(&s);
+        s.ok(&["create", "--name", "victim", "base:1"]);
         // The load has committed its layers and stops before its image record.
         let p = Paused::start(&s, &["load", "-i", app.to_str().unwrap()], "image-add");
         s.run(racer);
@@ -314,6 +316,14 @@ both_drivers!(
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !s.ok(&["ps"]).contains("long") {
+            assert!(
+                Instant::now() < deadline,
+                "the long-running container never ran"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let app = setup(&s);
         let layers_dir = s.path().join("layers");
         let splits_before = std::fs::read_dir(&layers_dir).unwrap().count();

@@ -1249,3 +1249,56 @@ fn pull_refuses_layers_that_are_not_layer_tars() {
         assert_eq!(s.ok(&["images", "-q"]), "");
     }
 }
+
+/// A pull that has committed its layers but not yet its image record, while `rmi` of an image
+/// sharing its base layer and `image prune -a` run (issue 7): the pull succeeds and its image
+/// is whole. The pull is stopped inside that window by the binary's pause point.
+#[test]
+fn delete_during_pull_waits_for_the_image() {
+    let reg = Registry::start(RegOpts::default());
+    let env = Env::new();
+    let work = tempfile::tempdir().unwrap();
+    let name = format!("{}/app:1", reg.addr);
+    let img = make_image(work.path(), "app", &name, &[300_000, 200_000], 21);
+    let a = Store::new("overlay");
+    a.load(&img.archive);
+    env.ok(&a, &["push", &name]);
+    // b has another image on the same base layer.
+    let b = Store::new("overlay");
+    let other = make_image(work.path(), "other", "other:1", &[1000], 77);
+    b.load(&other.archive);
+    let pause = tempfile::tempdir_in("/var/tmp").unwrap();
+    let child = env
+        .cmd(&b, &["pull", &name])
+        .env("STRATA_PAUSE_AT", "image-add")
+        .env("STRATA_PAUSE_DIR", pause.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pause.path().join("image-add.reached").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "pull never reached its image record"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    env.ok(&b, &["rmi", "other:1"]);
+    env.ok(&b, &["image", "prune", "-a", "-f"]);
+    std::fs::write(pause.path().join("image-add.go"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let c = b.ok(&["create", &name]);
+    let mnt = b.ok(&["mount", c.trim()]);
+    assert!(Path::new(mnt.trim()).join("data/app-1").exists());
+    assert!(Path::new(mnt.trim()).join("etc/base").exists());
+    b.ok(&["umount", c.trim()]);
+    b.ok(&["rm", c.trim()]);
+    b.fsck_clean();
+}
