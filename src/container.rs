@@ -411,32 +411,71 @@ impl<'a> ContainerStore<'a> {
         Ok(p)
     }
 
-    /// Run `f` on the container's mounted root filesystem; unmount afterwards, also when `f`
-    /// fails (an unmount error wins over `f`'s result).
+    /// Run `f` on the container's mounted root filesystem (cp, export). The mount is held by
+    /// this process's lease, not by the `mounts` count, so a command killed in `f` leaves
+    /// nothing that keeps the container "mounted": the collector unmounts it once the lease
+    /// is void. Unmounted afterwards unless someone else still uses it.
     pub fn with_rootfs<T, E: From<ContainerError>>(
         &self,
         c: &Container,
         f: impl FnOnce(&std::path::Path) -> Result<T, E>,
     ) -> Result<T, E> {
-        let root = self.mount(c)?;
+        let lease = self.lease();
+        if let Some(l) = &lease {
+            l.hold(Held::Container, &c.id)
+                .map_err(ContainerError::from)?;
+        }
+        let root = self
+            .driver
+            .mount(&c.cache_id)
+            .map_err(ContainerError::from)?;
+        crate::failpoint::pause("rootfs-held");
         let r = f(&root);
-        self.unmount(c, false)?;
+        drop(lease);
+        self.unmount_if_unused(c)?;
         r
     }
 
-    /// Drop one mount reference; unmount when none remain (or when `force`).
+    /// Drop one mount reference (`strata umount`, a stopped container); unmount when none
+    /// remain and no process holds the container mounted (or when `force`).
     pub fn unmount(&self, c: &Container, force: bool) -> Result<(), ContainerError> {
-        let left: i64 = self.meta.write(|tx| -> Result<i64, ContainerError> {
+        self.meta.write(|tx| -> Result<(), ContainerError> {
             tx.execute(
                 "UPDATE containers SET mounts = CASE WHEN ?2 OR mounts <= 1 THEN 0 ELSE mounts - 1 END WHERE id=?1",
                 params![c.id, force],
             )?;
-            Ok(tx.query_row("SELECT mounts FROM containers WHERE id=?1", params![c.id], |r| r.get(0))?)
+            Ok(())
         })?;
-        if left == 0 {
+        if force {
             self.driver.unmount(&c.cache_id)?;
+            return Ok(());
         }
-        Ok(())
+        self.unmount_if_unused(c)
+    }
+
+    /// Unmount when no `mounts` reference and no lease holds the container. Decided and done
+    /// inside one write transaction: a process that takes a hold (a write) either comes
+    /// before, and is seen, or after, and mounts anew.
+    fn unmount_if_unused(&self, c: &Container) -> Result<(), ContainerError> {
+        self.meta.write(|tx| -> Result<(), ContainerError> {
+            let mounts: i64 = tx
+                .query_row(
+                    "SELECT mounts FROM containers WHERE id=?1",
+                    params![c.id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let held: bool = tx.query_row(
+                &format!("SELECT {}", crate::lease::held_sql(Held::Container, "?1")),
+                params![c.id],
+                |r| r.get(0),
+            )?;
+            if mounts == 0 && !held {
+                self.driver.unmount(&c.cache_id)?;
+            }
+            Ok(())
+        })
     }
 
     /// Remove a container: mark it `removing` (held by this process's lease), delete its

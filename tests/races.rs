@@ -298,6 +298,12 @@ both_drivers!(killed_start_leaves_no_mount, |driver| {
     p.kill();
     s.ok(&["start", "-a", "d"]);
     s.ok(&["rm", "d"]);
+    // export (and cp) killed while they have the root filesystem mounted: nothing keeps the
+    // container "mounted" afterwards.
+    s.ok(&["create", "--name", "e", "bb:1", "true"]);
+    let p = Paused::start(&s, &["export", "-o", "/dev/null", "e"], "rootfs-held");
+    p.kill();
+    s.ok(&["rm", "e"]);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(s.path().to_str().unwrap()), "mount left");
     s.fsck_clean();
