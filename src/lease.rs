@@ -162,6 +162,8 @@ pub struct Lease<'m> {
     id: String,
     session: String,
     used: Cell<bool>,
+    /// False for a `share`d handle: its rows are released by the original.
+    owner: bool,
 }
 
 impl<'m> Lease<'m> {
@@ -171,6 +173,23 @@ impl<'m> Lease<'m> {
             id: format!("{session}.{}", random_hex(4)),
             session: session.to_string(),
             used: Cell::new(false),
+            owner: true,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A handle on the same lease through another connection (a worker thread has its own):
+    /// rows it adds belong to the lease and go when the original is dropped.
+    pub fn share(meta: &'m Meta, session: &str, id: &str) -> Lease<'m> {
+        Lease {
+            meta,
+            id: id.to_string(),
+            session: session.to_string(),
+            used: Cell::new(false),
+            owner: false,
         }
     }
 
@@ -221,7 +240,7 @@ impl<'m> Lease<'m> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if self.used.get() {
+        if self.used.get() && self.owner {
             let _ = self.meta.write_unsynced(|tx| {
                 tx.execute("DELETE FROM leases WHERE lease=?1", params![self.id])?;
                 Ok::<_, MetaError>(())
