@@ -243,7 +243,7 @@ impl<'a> ContainerStore<'a> {
         self.create_init_layer(&init_id, new.parent.map(|p| p.1))?;
         if let Err(e) = self
             .driver
-            .create(&cache_id, Some(&init_id), LayerKind::ReadWrite)
+            .create(&cache_id, Some(&init_id), LayerKind::Container)
         {
             let _ = self.driver.remove(&cache_id);
             let _ = self.driver.remove(&init_id);

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 pub enum LayerKind {
     ReadOnly,
     ReadWrite,
+    /// A container's writable layer: read-write, and nothing is ever built on it, so it needs
+    /// no short link for children (overlay: one fsync and one symlink fewer per `create`).
+    Container,
 }
 
 /// Bytes and inodes a layer's own directory uses (not its parents').

@@ -22,6 +22,8 @@ use rustix::io::Errno;
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
 use std::os::unix::fs::MetadataExt;
 
+/// The `link` file of a layer that has no short link (a container's writable layer).
+const NO_LINK: &str = "-";
 const LINK_DIR: &str = "l";
 const SHORT_LEN: usize = 26;
 
@@ -403,9 +405,19 @@ impl Driver for Overlay {
             Err(e) => return Err(DriverError::io("mkdir", &dir, e)),
         }
         fsutil::mkdir(&dir.join("diff"), 0o755)?;
-        if kind == LayerKind::ReadWrite {
+        if kind != LayerKind::ReadOnly {
             fsutil::mkdir(&dir.join("work"), 0o700)?;
             fsutil::mkdir(&dir.join("merged"), 0o700)?;
+        }
+        if kind == LayerKind::Container {
+            if let Some(lower) = lower {
+                fsutil::write_atomic(&dir.join("lower"), lower.as_bytes())?;
+            }
+            // No short link: nothing stacks on a container. The marker tells `remove` there is
+            // no symlink to look for; it needs no fsync (lost, `remove` just searches `l/`).
+            std::fs::write(dir.join("link"), NO_LINK)
+                .map_err(|e| DriverError::io("write", dir.join("link"), e))?;
+            return Ok(());
         }
         let short = loop {
             let short = fsutil::random_name(SHORT_LEN);
@@ -434,6 +446,7 @@ impl Driver for Overlay {
         }
         self.unmount(id)?;
         let links = match self.read_link_name(id) {
+            Some(short) if short == NO_LINK => Vec::new(),
             Some(short) => vec![self.home.join(LINK_DIR).join(short)],
             // Half-created layer: the symlink may exist without the `link` file.
             None => self.find_links_to(id),
