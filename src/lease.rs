@@ -256,3 +256,71 @@ pub fn held_sql(what: Held, key_sql: &str) -> String {
         what.as_str()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(meta: &Meta) -> i64 {
+        meta.conn()
+            .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_live_session_is_not_dead_and_an_abandoned_one_is() {
+        let d = tempfile::tempdir().unwrap();
+        let locks = d.path().join("locks");
+        let s = Session::begin(&locks).unwrap();
+        // Another process's view: ours is alive (its flock is held).
+        assert!(dead_sessions(&locks, None).unwrap().is_empty());
+        // A session file nobody holds: its process died.
+        fs::write(locks.join("sessions").join("0123456789abcdef"), b"").unwrap();
+        let dead = dead_sessions(&locks, Some(s.token())).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].token, "0123456789abcdef");
+        dead.into_iter().for_each(DeadSession::remove);
+        let path = locks.join("sessions").join(s.token());
+        assert!(path.exists());
+        drop(s);
+        assert!(!path.exists(), "a session's file goes with it");
+    }
+
+    #[test]
+    fn lease_rows_live_until_the_lease_is_dropped_or_its_session_voided() {
+        let d = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&d.path().join("meta.db")).unwrap();
+        let l = Lease::new(&meta, "sess1");
+        l.hold(Held::Blob, "sha256:aa").unwrap();
+        l.hold(Held::Layer, "sha256:bb").unwrap();
+        l.hold(Held::Layer, "sha256:bb").unwrap(); // idempotent
+        assert_eq!(rows(&meta), 2);
+        // A worker's shared handle adds to the same lease and releases nothing itself.
+        {
+            let shared = Lease::share(&meta, "sess1", l.id());
+            shared.hold(Held::Blob, "sha256:cc").unwrap();
+        }
+        assert_eq!(rows(&meta), 3);
+        l.let_go(Held::Blob, "sha256:aa").unwrap();
+        assert_eq!(rows(&meta), 2);
+        drop(l);
+        assert_eq!(rows(&meta), 0);
+        // A killed process never drops its lease: voiding its session does.
+        let l = Lease::new(&meta, "sess2");
+        l.hold(Held::CacheDir, "abc").unwrap();
+        std::mem::forget(l);
+        assert_eq!(rows(&meta), 1);
+        void_session(&meta, "sess2").unwrap();
+        assert_eq!(rows(&meta), 0);
+    }
+
+    #[test]
+    fn a_lease_without_a_session_holds_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&d.path().join("meta.db")).unwrap();
+        let l = Lease::new(&meta, "");
+        assert!(l.is_inert());
+        l.hold(Held::Blob, "sha256:aa").unwrap();
+        assert_eq!(rows(&meta), 0);
+    }
+}
