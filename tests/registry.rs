@@ -366,6 +366,20 @@ fn make_image(dir: &Path, name: &str, tag: &str, sizes: &[usize], seed: u64) -> 
     }
 }
 
+/// A one-layer linux/arm64 image as a docker-save archive tagged `tag`, and its config.
+fn arm64_archive(dir: &Path, tag: &str) -> (PathBuf, Vec<u8>) {
+    let layers = [LayerTar::new().file("arm", b"arm64").build()];
+    let mut cfg: serde_json::Value = serde_json::from_slice(&config_for(&layers, "/arm")).unwrap();
+    cfg["architecture"] = "arm64".into();
+    let cfg = serde_json::to_vec(&cfg).unwrap();
+    let archive = write_file(
+        dir,
+        "arm.tar",
+        &docker_archive(&cfg, &[gzip(&layers[0])], &[tag]),
+    );
+    (archive, cfg)
+}
+
 fn manifest_digest_of(stdout: &str) -> String {
     stdout
         .lines()
@@ -983,20 +997,7 @@ fn multi_platform_index_picks_the_host() {
         &[1000],
         20,
     );
-    let arm_layers = vec![LayerTar::new().file("arm", b"arm64").build()];
-    let mut arm_cfg: serde_json::Value =
-        serde_json::from_slice(&config_for(&arm_layers, "/arm")).unwrap();
-    arm_cfg["architecture"] = "arm64".into();
-    let arm_cfg = serde_json::to_vec(&arm_cfg).unwrap();
-    let arm_archive = write_file(
-        work.path(),
-        "arm.tar",
-        &docker_archive(
-            &arm_cfg,
-            &[gzip(&arm_layers[0])],
-            &[&format!("{}/multi:arm", reg.addr)],
-        ),
-    );
+    let (arm_archive, arm_cfg) = arm64_archive(work.path(), &format!("{}/multi:arm", reg.addr));
     let a = Store::new("overlay");
     a.load(&amd.archive);
     a.load(&arm_archive);
@@ -1114,20 +1115,7 @@ fn pull_platform_is_checked_before_network_and_against_the_image() {
         &[1000],
         30,
     );
-    let arm_layers = vec![LayerTar::new().file("arm", b"arm64").build()];
-    let mut arm_cfg: serde_json::Value =
-        serde_json::from_slice(&config_for(&arm_layers, "/arm")).unwrap();
-    arm_cfg["architecture"] = "arm64".into();
-    let arm_cfg = serde_json::to_vec(&arm_cfg).unwrap();
-    let arm_archive = write_file(
-        work.path(),
-        "arm.tar",
-        &docker_archive(
-            &arm_cfg,
-            &[gzip(&arm_layers[0])],
-            &[&format!("{}/plat:arm", reg.addr)],
-        ),
-    );
+    let (arm_archive, arm_cfg) = arm64_archive(work.path(), &format!("{}/plat:arm", reg.addr));
     let a = Store::new("overlay");
     a.load(&img.archive);
     a.load(&arm_archive);
