@@ -241,6 +241,8 @@ both_drivers!(killed_removal_is_finished_later, |driver| {
     assert_eq!(cdirs(), 1);
     // Killed after the record is marked, before anything is removed.
     let p = Paused::start(&s, &["rm", "-f", "gone"], "container-removing");
+    // Meanwhile `ps -a` says what Docker says of a container being removed.
+    assert!(s.ok(&["ps", "-a"]).contains("Removal In Progress"));
     p.kill();
     // rm -f again works (the record is still there, or the next command's collector already
     // finished the removal: then, as Docker, -f ignores the missing name) ...

@@ -567,6 +567,7 @@ pub fn status_text(root: &std::path::Path, c: &Container) -> String {
             .unwrap_or_else(|| "Less than a second".into())
     };
     match (c.state.as_str(), st.status) {
+        ("removing", _) => "Removal In Progress".into(),
         ("running", _) => format!("Up {}", since(&st.started_at)),
         ("exited", _) | (_, Status::Exited) => {
             format!("Exited ({}) {} ago", st.exit_code, since(&st.finished_at))
