@@ -71,6 +71,26 @@ pub struct RunConfig {
     /// An external OCI runtime binary (`--runtime`); empty: the embedded one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub runtime: String,
+    /// `-v` arguments with a source (Docker's `HostConfig.Binds`), as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<String>,
+    /// `-v /path` (anonymous volumes; Docker's `Config.Volumes`), as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// `--mount` arguments, as given (shown as `HostConfig.Mounts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_args: Vec<String>,
+    /// `--tmpfs PATH[:OPTS]`, as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    /// `--volumes-from C[:ro|rw]`, as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
+    /// Every mount, resolved at create (volumes named, anonymous ones made, the image's
+    /// VOLUMEs added): what `start` mounts and what `inspect` shows. Which containers use a
+    /// volume is read from here (`volume::VolumeStore::users`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::volume::MountPoint>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +210,11 @@ impl<'a> ContainerStore<'a> {
     pub fn with_root(mut self, root: &std::path::Path) -> Self {
         self.root = Some(root.to_path_buf());
         self
+    }
+
+    /// The store root, when known.
+    pub fn root(&self) -> Option<&std::path::Path> {
+        self.root.as_deref()
     }
 
     pub fn with_session(mut self, token: &str) -> Self {
@@ -512,6 +537,11 @@ impl<'a> ContainerStore<'a> {
         self.driver.remove(&init_layer::id_for(&c.cache_id))?;
         if let Some(root) = &self.root {
             let dir = root.join("containers").join(&c.id);
+            // Staged bind sources (host directories) must be detached first: deleting the
+            // container directory must never descend into a host directory.
+            let staging = dir.join("mounts");
+            crate::runtime::mounts::remove_staging(&staging)
+                .map_err(|e| DriverError::io("removing", &staging, e))?;
             match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(DriverError::io("removing", dir, e).into());

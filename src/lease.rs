@@ -36,6 +36,8 @@ pub enum Held {
     /// A container by ID: its removal is under way, or its root filesystem is mounted by the
     /// holder (cp, export, commit).
     Container,
+    /// A volume by name: being created, or about to be named by a container record.
+    Volume,
 }
 
 impl Held {
@@ -45,6 +47,7 @@ impl Held {
             Held::CacheDir => "cache",
             Held::Blob => "blob",
             Held::Container => "container",
+            Held::Volume => "volume",
         }
     }
 }

@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS image_manifests (
 );
 -- leases (src/lease.rs): what operations in flight hold; void when their session's process died.
 CREATE TABLE IF NOT EXISTS leases (
-  kind     TEXT NOT NULL,  -- layer, cache, blob, container
+  kind     TEXT NOT NULL,  -- layer, cache, blob, container, volume
   key      TEXT NOT NULL,
   lease    TEXT NOT NULL,
   session  TEXT NOT NULL,
@@ -100,6 +100,15 @@ CREATE TABLE IF NOT EXISTS containers (
   config      TEXT NOT NULL,
   state       TEXT NOT NULL,
   mounts      INTEGER NOT NULL DEFAULT 0
+);
+-- volumes (src/volume.rs): data under ROOT/volumes/<name>/_data; labels/options are JSON objects.
+CREATE TABLE IF NOT EXISTS volumes (
+  name       TEXT PRIMARY KEY,
+  driver     TEXT NOT NULL,
+  created    TEXT NOT NULL,
+  labels     TEXT NOT NULL,
+  options    TEXT NOT NULL,
+  anonymous  INTEGER NOT NULL
 );
 "#;
 

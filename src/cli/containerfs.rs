@@ -300,6 +300,7 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
     if a.verbose && a.format == "table" {
         return df_verbose(&engine, &du, &mut out);
     }
+    let vols = engine.volume_usage()?;
     let active_images = du.images.iter().filter(|i| i.containers > 0).count();
     let used: u64 = du
         .images
@@ -337,7 +338,14 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
             c_reclaim,
             true,
         ),
-        df_row("Local Volumes", 0, 0, 0, 0, true),
+        df_row(
+            "Local Volumes",
+            vols.len(),
+            vols.iter().filter(|v| v.1 > 0).count(),
+            vols.iter().map(|v| v.2).sum(),
+            vols.iter().filter(|v| v.1 == 0).map(|v| v.2).sum(),
+            true,
+        ),
         df_row("Build Cache", 0, 0, 0, 0, false),
     ];
     if a.format == "json" || a.format == "{{json .}}" {
@@ -446,10 +454,11 @@ fn df_verbose(
     table(out, &t)?;
 
     writeln!(out, "\nLocal Volumes space usage:\n")?;
-    table(
-        out,
-        &[["VOLUME NAME", "LINKS", "SIZE"].map(String::from).to_vec()],
-    )?;
+    let mut vt = vec![["VOLUME NAME", "LINKS", "SIZE"].map(String::from).to_vec()];
+    for (v, links, size) in engine.volume_usage()? {
+        vt.push(vec![v.name, links.to_string(), human_size_prec(size, 4)]);
+    }
+    table(out, &vt)?;
 
     writeln!(out, "\nBuild cache usage: 0B\n")?;
     table(

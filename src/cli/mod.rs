@@ -7,6 +7,7 @@ mod image;
 mod registry;
 mod run;
 mod system;
+mod volume;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -79,6 +80,9 @@ enum Command {
     /// Manage the store
     #[command(subcommand)]
     System(system::SystemCmd),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
 }
 
 impl Cli {
@@ -149,6 +153,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Inspect(a) => system::inspect(cli, a),
         Command::Info(a) => system::info(cli, a),
         Command::System(c) => system::system_cmd(cli, c),
+        Command::Volume(c) => volume::volume_cmd(cli, c),
     }
 }
 
