@@ -6,54 +6,8 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// A command of `s` started in the background, paused at `point`.
-struct Paused {
-    child: Child,
-    dir: tempfile::TempDir,
-    point: &'static str,
-}
-
-impl Paused {
-    fn start(s: &Store, args: &[&str], point: &'static str) -> Paused {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let child = s
-            .cmd(args)
-            .env("STRATA_PAUSE_AT", point)
-            .env("STRATA_PAUSE_DIR", dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let p = Paused { child, dir, point };
-        let reached = p.dir.path().join(format!("{point}.reached"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !reached.exists() {
-            assert!(Instant::now() < deadline, "{args:?} never reached {point}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        p
-    }
-    /// Let it go on; its output and success.
-    fn resume(self) -> (bool, String) {
-        std::fs::write(self.dir.path().join(format!("{}.go", self.point)), "").unwrap();
-        let o = self.child.wait_with_output().unwrap();
-        (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
-    }
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
 
 fn layer_tar(name: &str, size: usize) -> Vec<u8> {
     LayerTar::new().file(name, &vec![b'x'; size]).build()

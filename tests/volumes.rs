@@ -397,3 +397,76 @@ fn hostile_destinations_stay_in_the_rootfs() {
     s.ok(&["run", "--rm", "--tmpfs", "/evil", "bb", "true"]);
     assert!(Path::new("/etc/passwd").exists());
 }
+
+/// Kills at the three instants where a volume is half made or half gone (issue 9: "a SIGKILL
+/// during `volume create`, copy-up or `rm -v` leaves no half volume and never deletes data of
+/// a volume that is still named").
+#[test]
+fn killed_volume_operations_leave_no_half_volume() {
+    let s = store();
+    let vols = s.path().join("volumes");
+    let on_disk = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&vols)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    // A named volume with data: nothing below may touch it.
+    s.ok(&["volume", "create", "keep"]);
+    std::fs::write(mountpoint(&s, "keep").join("precious"), b"data").unwrap();
+
+    // create killed after its directory, before its record: the next command collects it.
+    let p = Paused::start(&s, &["volume", "create", "half"], "volume-created-dir");
+    assert!(vols.join("half").exists());
+    p.kill();
+    assert!(!s.ok(&["volume", "ls", "-q"]).contains("half"));
+    assert_eq!(on_disk(), ["keep"]);
+
+    // rm killed after its record, before its directory: collected too.
+    s.ok(&["volume", "create", "going"]);
+    std::fs::write(mountpoint(&s, "going").join("f"), b"x").unwrap();
+    let p = Paused::start(&s, &["volume", "rm", "going"], "volume-removed-record");
+    p.kill();
+    s.ok(&["volume", "ls"]);
+    assert_eq!(on_disk(), ["keep"]);
+
+    // copy-up killed half way: the volume stays empty (no partial copy), and the next
+    // container copies the image's files up whole.
+    s.ok(&["volume", "create", "cu"]);
+    let p = Paused::start(
+        &s,
+        &["run", "--rm", "-v", "cu:/app", "bb:latest", "true"],
+        "volume-copied-up",
+    );
+    p.kill();
+    s.ok(&["system", "fsck", "--repair"]);
+    let data = mountpoint(&s, "cu");
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        0,
+        "half a copy-up"
+    );
+    assert!(
+        std::fs::read_dir(vols.join("cu"))
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name() == "_data"),
+        "copy-up leftovers stay"
+    );
+    s.ok(&["run", "--rm", "-v", "cu:/app", "bb:latest", "true"]);
+    assert_eq!(std::fs::read(data.join("tool")).unwrap(), b"tool");
+
+    assert_eq!(
+        std::fs::read(mountpoint(&s, "keep").join("precious")).unwrap(),
+        b"data"
+    );
+    for c in s.ok(&["ps", "-a", "-q"]).split_whitespace() {
+        s.ok(&["rm", "-f", c]);
+    }
+    s.fsck_clean();
+}

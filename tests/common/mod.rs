@@ -308,3 +308,53 @@ macro_rules! both_drivers {
         }
     };
 }
+
+/// A command of `s` started in the background and stopped at the binary's pause point
+/// `point` (src/failpoint.rs): the test runs a racing command, or SIGKILLs it, right there.
+pub struct Paused {
+    pub child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    point: &'static str,
+}
+
+impl Paused {
+    pub fn start(s: &Store, args: &[&str], point: &'static str) -> Paused {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let child = s
+            .cmd(args)
+            .env("STRATA_PAUSE_AT", point)
+            .env("STRATA_PAUSE_DIR", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let p = Paused { child, dir, point };
+        let reached = p.dir.path().join(format!("{point}.reached"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !reached.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{args:?} never reached {point}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        p
+    }
+    /// Let it go on; its output and success.
+    pub fn resume(self) -> (bool, String) {
+        std::fs::write(self.dir.path().join(format!("{}.go", self.point)), "").unwrap();
+        let o = self.child.wait_with_output().unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
