@@ -436,7 +436,9 @@ fn load_stat_cache(
 }
 
 fn join(a: &str, b: &str) -> String {
-    if a.is_empty() {
+    if b.is_empty() {
+        a.to_string()
+    } else if a.is_empty() {
         b.to_string()
     } else {
         format!("{a}/{b}")
