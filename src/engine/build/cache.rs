@@ -65,20 +65,32 @@ impl Builder<'_, '_> {
             })?;
             return Ok(false);
         };
-        let now = chrono::Utc::now().to_rfc3339();
-        self.engine.meta.write(|tx| -> Result<(), BuildError> {
-            tx.execute(
-                "UPDATE build_cache SET last_used=?2, uses=uses+1 WHERE key=?1",
-                params![key, now],
-            )?;
-            Ok(())
-        })?;
+        // Recorded at the end of the build, in one transaction (each write costs an fsync).
+        self.hits.push(key.to_string());
         st.image = Some(id.clone());
         st.config = config;
         st.layers = layers;
         self.say(" ---> Using cache");
         self.say(format!(" ---> {}", &id.hex()[..12]));
         Ok(true)
+    }
+
+    /// Mark the cache entries this build reused as used now.
+    pub(super) fn record_hits(&mut self) -> Result<(), BuildError> {
+        if self.hits.is_empty() {
+            return Ok(());
+        }
+        let hits = std::mem::take(&mut self.hits);
+        let now = chrono::Utc::now().to_rfc3339();
+        self.engine.meta.write(|tx| -> Result<(), BuildError> {
+            for k in &hits {
+                tx.execute(
+                    "UPDATE build_cache SET last_used=?2, uses=uses+1 WHERE key=?1",
+                    params![k, now],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     fn created_time(&self) -> String {

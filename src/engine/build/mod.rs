@@ -165,6 +165,8 @@ pub(crate) struct Builder<'e, 'o> {
     meta_env: Vec<String>,
     context: Option<context::Tree>,
     used_args: BTreeSet<String>,
+    /// Cache keys reused, recorded at the end.
+    hits: Vec<String>,
     step: usize,
     total: usize,
 }
@@ -366,6 +368,7 @@ impl Engine {
             meta_env: meta_env.clone(),
             context: None,
             used_args,
+            hits: Vec::new(),
             step: 0,
             total,
         };
@@ -392,6 +395,7 @@ impl Engine {
         if let Some(t) = b.context.as_mut() {
             let _ = t.save_stat_cache(&self.meta);
         }
+        let _ = b.record_hits();
         let st = result?;
         let id = match &st.image {
             Some(id) => id.clone(),
@@ -412,7 +416,10 @@ impl Engine {
             .ok();
         }
         for t in &o.tags {
-            self.images().tag(&id, t).map_err(EngineError::from)?;
+            // A tag already on this image is not written again (a write costs an fsync).
+            if self.images().lookup_ref(t).map_err(EngineError::from)? != Some(id.clone()) {
+                self.images().tag(&id, t).map_err(EngineError::from)?;
+            }
         }
         if o.quiet {
             writeln!(b.out, "{id}").ok();
