@@ -505,3 +505,39 @@ impl Engine {
         Ok((cached.max(removed), before.saturating_sub(after)))
     }
 }
+
+/// One build cache entry, for `system df -v`.
+#[derive(Clone, Debug)]
+pub struct CacheEntry {
+    pub key: String,
+    /// Bytes of the layer the step added (0 for config-only steps).
+    pub size: u64,
+    pub created: String,
+    pub last_used: String,
+    pub uses: u64,
+}
+
+impl Engine {
+    /// The build cache's entries (`system df`'s Build Cache row): each step's own layer.
+    pub fn build_cache_usage(&self) -> Result<Vec<CacheEntry>, EngineError> {
+        let conn = self.meta.conn();
+        let mut st = conn.prepare(
+            "SELECT b.key, b.created, b.last_used, b.uses,
+                    (SELECT l.size FROM layers l WHERE l.chain_id = i.top_layer
+                       AND i.top_layer IS NOT (SELECT pi.top_layer FROM image_parents p
+                           JOIN images pi ON pi.id = p.parent WHERE p.image_id = i.id))
+             FROM build_cache b JOIN images i ON i.id = b.image_id
+             ORDER BY b.last_used DESC",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(CacheEntry {
+                key: r.get(0)?,
+                created: r.get(1)?,
+                last_used: r.get(2)?,
+                uses: r.get::<_, i64>(3)? as u64,
+                size: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
