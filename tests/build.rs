@@ -388,3 +388,109 @@ fn stages_ignore_and_determinism() {
     no_containers(&s);
     s.fsck_clean();
 }
+
+#[test]
+fn language_features() {
+    let s = Store::new("overlay");
+    let w = base(&s);
+    let inner = LayerTar::new()
+        .dir("pkg/")
+        .file("pkg/data.txt", b"from the tar")
+        .build();
+    let c = ctx(
+        &w.path().join("lang"),
+        &[(
+            "Dockerfile",
+            r#"FROM bb:latest
+# a comment between instructions
+ENV DIR=/opt/app NAME=world
+WORKDIR ${DIR}
+WORKDIR sub
+USER ${NAME:+root}
+SHELL ["/bin/sh", "-c"]
+RUN <<EOT
+echo "hello $NAME" > greeting
+EOT
+COPY <<EOF /etc/app.conf
+name=$NAME
+EOF
+ADD pkg.tar /unpacked/
+COPY pkg.tar /copied/
+ONBUILD RUN echo triggered > /onbuild
+"#,
+        )],
+    );
+    std::fs::write(c.join("pkg.tar"), &inner).unwrap();
+    build(&s, &c, &["-t", "lang"]);
+    let cfg = s.inspect("lang");
+    assert_eq!(cfg["Config"]["WorkingDir"], "/opt/app/sub");
+    assert_eq!(cfg["Config"]["User"], "root");
+    assert_eq!(cfg["Config"]["OnBuild"][0], "RUN echo triggered > /onbuild");
+    let r = |cmd: &str| s.ok(&["run", "--rm", "lang", "sh", "-c", cmd]);
+    assert_eq!(r("cat greeting"), "hello world\n");
+    assert_eq!(r("cat /etc/app.conf"), "name=world\n");
+    assert_eq!(r("cat /unpacked/pkg/data.txt"), "from the tar");
+    assert_eq!(r("ls /copied"), "pkg.tar\n");
+    // ONBUILD triggers run in the child build.
+    let child = ctx(
+        &w.path().join("child"),
+        &[("Dockerfile", "FROM lang\nCMD [\"cat\", \"/onbuild\"]\n")],
+    );
+    let out = build(&s, &child, &["-t", "child"]);
+    assert!(out.contains("# Executing 1 build trigger"), "{out}");
+    assert_eq!(s.ok(&["run", "--rm", "child"]), "triggered\n");
+    assert!(s.inspect("child")["Config"]["OnBuild"].is_null());
+
+    // The context as a tar file, and on stdin; the Dockerfile on stdin.
+    let tarball = w.path().join("ctx.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&c)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let from_file = s.ok(&["build", "-q", tarball.to_str().unwrap()]);
+    assert_eq!(from_file.trim(), s.image_id("lang"), "same inputs, cached");
+    let o = s
+        .cmd(&["build", "-q", "-"])
+        .stdin(std::fs::File::open(&tarball).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        s.image_id("lang")
+    );
+    let mut child = s
+        .cmd(&["build", "-q", "-f", "-", c.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM bb:latest\nLABEL from=stdin\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(s.inspect(&id)["Config"]["Labels"]["from"], "stdin");
+
+    // A hostile tar given to ADD is refused; nothing is left behind.
+    let evil = LayerTar::new()
+        .raw(b"../../../../escaped", tar::EntryType::Regular, b"", b"x")
+        .build();
+    std::fs::write(c.join("evil.tar"), &evil).unwrap();
+    std::fs::write(c.join("Dockerfile"), "FROM bb:latest\nADD evil.tar /x/\n").unwrap();
+    let e = s.fails(&["build", c.to_str().unwrap()]);
+    assert!(e.contains("Dockerfile:2:"), "{e}");
+    assert!(!Path::new("/escaped").exists());
+    no_containers(&s);
+    s.fsck_clean();
+}
