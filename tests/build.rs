@@ -364,7 +364,7 @@ fn stages_ignore_and_determinism() {
             ("f", "x"),
             (
                 "Dockerfile",
-                "FROM bb:latest\nCOPY f /f\nCMD [\"cat\", \"/f\"]\n",
+                "FROM bb:latest\nCOPY f /f\nRUN mkdir -p /made && echo y > /made/y\nCMD [\"cat\", \"/f\"]\n",
             ),
         ],
     );
@@ -381,10 +381,11 @@ fn stages_ignore_and_determinism() {
     );
     assert_eq!(a, b);
     assert_eq!(layers(&s, b.trim()), la);
-    // Without it: the layer (files dated 0) is still the same on every build.
-    let c2 = build(&s, &d, &["-q", "--no-cache"]);
-    let c3 = build(&s, &d, &["-q", "--no-cache"]);
-    assert_eq!(layers(&s, c2.trim()), layers(&s, c3.trim()));
+    // Without it: the COPY layer (files dated 0) is still the same on every build (the RUN
+    // layer holds the times the command ran at).
+    let c2 = layers(&s, build(&s, &d, &["-q", "--no-cache"]).trim());
+    let c3 = layers(&s, build(&s, &d, &["-q", "--no-cache"]).trim());
+    assert_eq!(c2[..c2.len() - 1], c3[..c3.len() - 1]);
     no_containers(&s);
     s.fsck_clean();
 }

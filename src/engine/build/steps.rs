@@ -628,6 +628,9 @@ impl Builder<'_, '_> {
             }
             None => return Err(bad("the container's monitor died")),
         }
+        if let Some(epoch) = self.o.source_date_epoch {
+            self.clamp_times(&tmp.c, epoch)?;
+        }
         let layer = self
             .engine
             .commit_layer(&self.lease, &tmp.c, st.layers.last())?;
@@ -635,6 +638,60 @@ impl Builder<'_, '_> {
         self.say(format!("Removing intermediate container {short}"));
         let rc = st.run_config();
         self.commit_image(st, &created_by, rc, layer, Some(&key))?;
+        Ok(())
+    }
+
+    /// `--source-date-epoch`: no file the RUN wrote is dated after it, so the layer (and the
+    /// image ID) comes out the same on every build of the same inputs. Only the container's
+    /// own files are touched (overlay: the upper directory; vfs: its change list), never
+    /// following symlinks; directories after their contents.
+    fn clamp_times(&self, c: &Container, epoch: i64) -> Result<(), BuildError> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = self.engine.driver.diff_dir(&c.cache_id);
+        let mut paths: Vec<std::path::PathBuf> = Vec::new();
+        if self.engine.driver.whiteout_format() == crate::archive::WhiteoutFormat::Overlay {
+            fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+                if let Ok(rd) = std::fs::read_dir(p) {
+                    for e in rd.flatten() {
+                        if e.file_type().is_ok_and(|t| t.is_dir()) {
+                            walk(&e.path(), out);
+                        }
+                        out.push(e.path());
+                    }
+                }
+            }
+            walk(&dir, &mut paths);
+        } else {
+            let mut ch = self.engine.container_changes(c)?;
+            ch.retain(|x| x.kind != crate::driver::changes::ChangeKind::Delete);
+            // Deepest first, so a directory is dated after what is written in it.
+            ch.sort_by(|a, b| b.path.cmp(&a.path));
+            paths.extend(
+                ch.iter()
+                    .map(|x| dir.join(std::ffi::OsStr::from_bytes(&x.path))),
+            );
+        }
+        let t = rustix::fs::Timespec {
+            tv_sec: epoch,
+            tv_nsec: 0,
+        };
+        for p in paths {
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            use std::os::unix::fs::MetadataExt;
+            if md.mtime() > epoch {
+                let _ = rustix::fs::utimensat(
+                    rustix::fs::CWD,
+                    &p,
+                    &rustix::fs::Timestamps {
+                        last_access: t,
+                        last_modification: t,
+                    },
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                );
+            }
+        }
         Ok(())
     }
 
