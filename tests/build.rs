@@ -12,7 +12,7 @@ fn base(s: &Store) -> tempfile::TempDir {
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let r = work.path().join("rootfs");
     busybox_rootfs(&r);
-    for a in ["ls", "touch", "mkdir", "stat", "id", "sh"] {
+    for a in ["ls", "touch", "mkdir", "stat", "id", "sh", "sleep"] {
         let _ = std::os::unix::fs::symlink("busybox", r.join("bin").join(a));
     }
     for d in ["proc", "dev", "sys", "root"] {
@@ -492,6 +492,46 @@ ONBUILD RUN echo triggered > /onbuild
     let e = s.fails(&["build", c.to_str().unwrap()]);
     assert!(e.contains("Dockerfile:2:"), "{e}");
     assert!(!Path::new("/escaped").exists());
+    no_containers(&s);
+    s.fsck_clean();
+}
+
+/// `rmi` and `prune` racing a build: the build's lease keeps its layers and in-flight images;
+/// the build finishes, its image works, and the store stays consistent.
+#[test]
+fn prune_and_rmi_during_build() {
+    let s = Store::new("overlay");
+    let w = base(&s);
+    let c = ctx(
+        &w.path().join("race"),
+        &[
+            ("f", "data"),
+            (
+                "Dockerfile",
+                "FROM bb:latest\nCOPY f /f\nRUN sleep 1; echo one > /one\nRUN sleep 1; echo two > /two\nCMD [\"cat\", \"/one\", \"/two\", \"/f\"]\n",
+            ),
+        ],
+    );
+    let child = s
+        .cmd(&["build", "-t", "raced", c.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    s.ok(&["rmi", "-f", "bb:latest"]);
+    for _ in 0..6 {
+        s.ok(&["image", "prune", "-a", "-f"]);
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(s.ok(&["run", "--rm", "raced"]), "one\ntwo\ndata");
     no_containers(&s);
     s.fsck_clean();
 }
