@@ -61,13 +61,10 @@ impl Instruction {
         })
     }
 
-    /// The step text the classic builder prints: `COPY . /app` (name upper-cased).
+    /// The step text the classic builder prints: the instruction as written (continuations
+    /// joined), `Step 2/4 : COPY . /app`.
     pub fn display(&self) -> String {
-        let t = self.original.trim();
-        match t.find(char::is_whitespace) {
-            Some(i) => format!("{}{}", self.cmd.to_uppercase(), &t[i..]),
-            None => self.cmd.to_uppercase(),
-        }
+        self.original.trim().to_string()
     }
 }
 
@@ -169,6 +166,6 @@ mod tests {
         let i = &d.instructions[1];
         assert_eq!(i.flag("from"), Some("b"));
         assert_eq!(i.flag("chown"), None);
-        assert_eq!(i.display(), "COPY --from=b a /c");
+        assert_eq!(i.display(), "copy --from=b a /c");
     }
 }

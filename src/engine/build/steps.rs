@@ -369,8 +369,16 @@ impl Builder<'_, '_> {
                     .cloned()
                     .unwrap_or_default();
                 let mut shown = Vec::new();
+                // EXPOSE alone splits expansions into words ($PORTS="80 443"), as Docker's.
+                let mut words = Vec::new();
                 for w in text.split_whitespace() {
-                    let p = self.expand(st, w)?;
+                    words.extend(
+                        self.lex
+                            .process_words(w, &st.expansion_env())
+                            .map_err(|e| bad(e.to_string()))?,
+                    );
+                }
+                for p in words {
                     let (num, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
                     let (lo, hi) = match num.split_once('-') {
                         Some((a, b)) => (a, b),
