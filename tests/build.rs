@@ -535,3 +535,37 @@ fn prune_and_rmi_during_build() {
     no_containers(&s);
     s.fsck_clean();
 }
+
+/// Independent stages run at once: both RUNs start before either has finished.
+#[test]
+fn independent_stages_run_in_parallel() {
+    let s = Store::new("overlay");
+    let w = base(&s);
+    let c = ctx(
+        &w.path().join("par"),
+        &[(
+            "Dockerfile",
+            "FROM bb:latest AS a\nRUN cat /proc/uptime > /a; sleep 1\nFROM bb:latest AS b\nRUN cat /proc/uptime > /b; sleep 1\nFROM bb:latest\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+        )],
+    );
+    let out = build(&s, &c, &["-t", "par"]);
+    // Output stays in stage order, numbered as if sequential.
+    let a = out.find("Step 2/7 : RUN cat /proc/uptime > /a").unwrap();
+    let b = out.find("Step 4/7 : RUN cat /proc/uptime > /b").unwrap();
+    assert!(a < b, "{out}");
+    let t = |f: &str| -> f64 {
+        s.ok(&["run", "--rm", "par", "cat", f])
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (ta, tb) = (t("/a"), t("/b"));
+    assert!(
+        (ta - tb).abs() < 0.9,
+        "stages ran one after the other: {ta} {tb}"
+    );
+    no_containers(&s);
+    s.fsck_clean();
+}

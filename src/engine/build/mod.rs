@@ -19,6 +19,7 @@
 
 mod cache;
 pub mod context;
+mod fs_steps;
 mod steps;
 
 use super::{Engine, EngineError};
@@ -167,6 +168,9 @@ pub(crate) struct Builder<'e, 'o> {
     used_args: BTreeSet<String>,
     /// Cache keys reused, recorded at the end.
     hits: Vec<String>,
+    /// Config blobs of images this build leased (bases, `--from` images), checked once the
+    /// lease is released.
+    held_blobs: Vec<String>,
     step: usize,
     total: usize,
 }
@@ -306,13 +310,7 @@ impl Engine {
                 })?;
         }
         let stage_names: Vec<Option<String>> = stages.iter().map(|s| s.name.clone()).collect();
-        let find_stage = |name: &str, before: usize| -> Option<usize> {
-            let lname = name.to_ascii_lowercase();
-            (0..before)
-                .rev()
-                .find(|&j| stage_names[j].as_deref() == Some(lname.as_str()))
-                .or_else(|| name.parse::<usize>().ok().filter(|&j| j < before))
-        };
+        let find_stage = |name: &str, before: usize| find_stage(&stage_names, name, before);
         let target = match &o.target {
             Some(t) => find_stage(t, stages.len()).ok_or_else(|| {
                 BuildError::Invalid(format!("failed to reach build target {t} in Dockerfile"))
@@ -334,15 +332,17 @@ impl Engine {
             let ins = dockerfile::parser::parse_line(&file, line, &format!("LABEL {text}"))?;
             stages[target].body.push(ins);
         }
-        // The stages the target needs.
+        // The stages the target needs, and what each needs first.
         let mut needed = BTreeSet::new();
+        let mut deps: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut todo = vec![target];
         while let Some(i) = todo.pop() {
             if !needed.insert(i) {
                 continue;
             }
+            let mut d = Vec::new();
             if let Some(j) = find_stage(&stages[i].base, i) {
-                todo.push(j);
+                d.push(j);
             }
             for ins in &stages[i].body {
                 if let Some(f) = ins.flag("from")
@@ -352,10 +352,19 @@ impl Engine {
                         .process_word(f, &meta_env)
                         .unwrap_or_else(|_| f.to_string());
                     if let Some(j) = find_stage(&f, i) {
-                        todo.push(j);
+                        d.push(j);
                     }
                 }
             }
+            todo.extend(d.iter().copied());
+            deps.insert(i, d);
+        }
+        // Step numbers as if the stages ran one after another.
+        let mut offsets = HashMap::new();
+        let mut n = 0;
+        for &i in &needed {
+            offsets.insert(i, n);
+            n += 1 + stages[i].body.len();
         }
         let total = needed.iter().map(|&i| 1 + stages[i].body.len()).sum();
         let mut b = Builder {
@@ -369,71 +378,236 @@ impl Engine {
             context: None,
             used_args,
             hits: Vec::new(),
+            held_blobs: Vec::new(),
             step: 0,
             total,
         };
         let mut done: HashMap<usize, State> = HashMap::new();
         let result = (|| -> Result<State, BuildError> {
-            let mut last = State::default();
-            for &i in &needed {
-                let s = &stages[i];
-                let prev = find_stage(&s.base, i).and_then(|j| done.get(&j).cloned());
-                let lookup = |name: &str| {
-                    find_stage(name, i).and_then(|j| done.get(&j).map(|x| x.image.clone()))
-                };
-                let mut st = b.from(s.from.clone(), &s.base, prev, &meta_env, &lookup)?;
-                for ins in &s.body {
-                    b.step_header(ins)?;
-                    let r = b.dispatch(&mut st, ins, &lookup);
-                    r.map_err(|e| b.at(ins, e))?;
+            // Waves: every stage whose stages are built is ready; several ready stages run at
+            // once (each in a thread with its own store session, its output held back and
+            // printed whole, in stage order); a single one runs here, streaming its output.
+            while done.len() < needed.len() {
+                let ready: Vec<usize> = needed
+                    .iter()
+                    .copied()
+                    .filter(|i| {
+                        !done.contains_key(i) && deps[i].iter().all(|d| done.contains_key(d))
+                    })
+                    .collect();
+                if ready.len() == 1 {
+                    let i = ready[0];
+                    b.step = offsets[&i];
+                    let st = b.run_stage(&stages[i], i, &stage_names, &done)?;
+                    done.insert(i, st);
+                    continue;
                 }
-                done.insert(i, st.clone());
-                last = st;
+                for (i, st) in b.run_parallel(&stages, &ready, &offsets, &stage_names, &done)? {
+                    done.insert(i, st);
+                }
             }
-            Ok(last)
+            Ok(done.remove(&target).unwrap_or_default())
         })();
         if let Some(t) = b.context.as_mut() {
             let _ = t.save_stat_cache(&self.meta);
         }
         let _ = b.record_hits();
-        let st = result?;
-        let id = match &st.image {
-            Some(id) => id.clone(),
-            None => b.ensure_image(&mut st.clone())?,
-        };
-        let unused: Vec<&str> = o
-            .build_args
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .filter(|k| !b.used_args.contains(*k) && !steps::PREDEFINED_ARGS.contains(k))
-            .collect();
-        if !unused.is_empty() && !o.quiet {
-            writeln!(
-                b.out,
-                "[Warning] One or more build-args [{}] were not consumed",
-                unused.join(" ")
-            )
-            .ok();
-        }
-        for t in &o.tags {
-            // A tag already on this image is not written again (a write costs an fsync).
-            if self.images().lookup_ref(t).map_err(EngineError::from)? != Some(id.clone()) {
-                self.images().tag(&id, t).map_err(EngineError::from)?;
+        let outcome = (|| -> Result<Digest, BuildError> {
+            let st = result?;
+            let id = match &st.image {
+                Some(id) => id.clone(),
+                None => b.ensure_image(&mut st.clone())?,
+            };
+            let unused: Vec<&str> = o
+                .build_args
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| !b.used_args.contains(*k) && !steps::PREDEFINED_ARGS.contains(k))
+                .collect();
+            if !unused.is_empty() && !o.quiet {
+                writeln!(
+                    b.out,
+                    "[Warning] One or more build-args [{}] were not consumed",
+                    unused.join(" ")
+                )
+                .ok();
             }
-        }
-        if o.quiet {
-            writeln!(b.out, "{id}").ok();
-        } else {
-            writeln!(b.out, "Successfully built {}", &id.hex()[..12]).ok();
             for t in &o.tags {
-                writeln!(b.out, "Successfully tagged {}", t.familiar()).ok();
+                // A tag already on this image is not written again (a write costs an fsync).
+                if self.images().lookup_ref(t).map_err(EngineError::from)? != Some(id.clone()) {
+                    self.images().tag(&id, t).map_err(EngineError::from)?;
+                }
             }
-        }
-        Ok(id)
+            if o.quiet {
+                writeln!(b.out, "{id}").ok();
+            } else {
+                writeln!(b.out, "Successfully built {}", &id.hex()[..12]).ok();
+                for t in &o.tags {
+                    writeln!(b.out, "Successfully tagged {}", t.familiar()).ok();
+                }
+            }
+            Ok(id)
+        })();
+        // Blobs this build held (base images' configs) whose image an `rmi` removed
+        // meanwhile: nothing names them once the lease is gone.
+        let held = std::mem::take(&mut b.held_blobs);
+        drop(b);
+        let _ = self.remove_blobs_if_unreferenced(&held);
+        outcome
     }
 }
 
+/// The stage a `FROM`/`--from` name means: a named stage before `before`, or an index.
+fn find_stage(names: &[Option<String>], name: &str, before: usize) -> Option<usize> {
+    let lname = name.to_ascii_lowercase();
+    (0..before)
+        .rev()
+        .find(|&j| names[j].as_deref() == Some(lname.as_str()))
+        .or_else(|| name.parse::<usize>().ok().filter(|&j| j < before))
+}
+
 impl Builder<'_, '_> {
+    /// Build one stage on the states of the stages it needs (`done`).
+    fn run_stage(
+        &mut self,
+        s: &StageDef,
+        i: usize,
+        names: &[Option<String>],
+        done: &HashMap<usize, State>,
+    ) -> Result<State, BuildError> {
+        let prev = find_stage(names, &s.base, i).and_then(|j| done.get(&j).cloned());
+        let lookup = |name: &str| {
+            find_stage(names, name, i).and_then(|j| done.get(&j).map(|x| x.image.clone()))
+        };
+        let meta_env = self.meta_env.clone();
+        let mut st = self.from(s.from.clone(), &s.base, prev, &meta_env, &lookup)?;
+        for ins in &s.body {
+            self.step_header(ins)?;
+            let r = self.dispatch(&mut st, ins, &lookup);
+            r.map_err(|e| self.at(ins, e))?;
+        }
+        Ok(st)
+    }
+
+    /// Build independent stages at once. Each thread opens the store itself (an `Engine` is
+    /// one SQLite connection, not shared between threads) and holds what it makes with its
+    /// own lease; before a thread lets go, this builder leases the stage's result (its layers
+    /// and its image's config), so nothing is collectable in between.
+    fn run_parallel(
+        &mut self,
+        stages: &[StageDef],
+        ready: &[usize],
+        offsets: &HashMap<usize, usize>,
+        names: &[Option<String>],
+        done: &HashMap<usize, State>,
+    ) -> Result<Vec<(usize, State)>, BuildError> {
+        use std::sync::mpsc;
+        type Done = (
+            usize,
+            Result<(State, Vec<u8>, BTreeSet<String>), BuildError>,
+        );
+        let root = self.engine.root.clone();
+        let driver = self.engine.driver.name();
+        let (o, meta_env, lex, file, total) = (
+            self.o,
+            self.meta_env.clone(),
+            self.lex,
+            self.file.clone(),
+            self.total,
+        );
+        let (tx, rx) = mpsc::channel::<Done>();
+        let mut out = Vec::new();
+        let mut first_err = None;
+        std::thread::scope(|sc| {
+            let mut acks = HashMap::new();
+            for &i in ready {
+                let (ack_tx, ack_rx) = mpsc::channel::<()>();
+                acks.insert(i, ack_tx);
+                let tx = tx.clone();
+                let (root, meta_env, file) = (root.clone(), meta_env.clone(), file.clone());
+                let s = &stages[i];
+                let step = offsets[&i];
+                sc.spawn(move || {
+                    let r = (|| {
+                        let engine = Engine::open(&root, Some(driver))?;
+                        let mut buf = Vec::new();
+                        let mut tb = Builder {
+                            engine: &engine,
+                            lease: engine.lease(),
+                            o,
+                            out: &mut buf,
+                            lex,
+                            file,
+                            meta_env,
+                            context: None,
+                            used_args: BTreeSet::new(),
+                            hits: Vec::new(),
+                            held_blobs: Vec::new(),
+                            step,
+                            total,
+                        };
+                        let r = tb.run_stage(s, i, names, done);
+                        if let Some(t) = tb.context.as_mut() {
+                            let _ = t.save_stat_cache(&engine.meta);
+                        }
+                        let _ = tb.record_hits();
+                        let used = std::mem::take(&mut tb.used_args);
+                        let held = std::mem::take(&mut tb.held_blobs);
+                        // Our lease outlives the builder: kept until the main one holds the result.
+                        let lease = std::mem::replace(&mut tb.lease, engine.lease());
+                        drop(tb);
+                        let _ = tx.send((i, r.map(|st| (st, buf, used))));
+                        let _ = ack_rx.recv();
+                        drop(lease);
+                        let _ = engine.remove_blobs_if_unreferenced(&held);
+                        Ok::<(), BuildError>(())
+                    })();
+                    if let Err(e) = r {
+                        let _ = tx.send((i, Err(e)));
+                    }
+                });
+            }
+            drop(tx);
+            // One message from each thread; each waits for its ack before letting go.
+            let mut results: Vec<Done> = (0..ready.len()).filter_map(|_| rx.recv().ok()).collect();
+            results.sort_by_key(|(i, _)| *i);
+            for (i, r) in results {
+                match r {
+                    Ok((st, buf, used)) => {
+                        let held = match &st.image {
+                            Some(id) => self.state_of_image(id).map(|mut h| {
+                                h.args = st.args.clone();
+                                h.cmd_set = st.cmd_set;
+                                h
+                            }),
+                            None => Ok(st),
+                        };
+                        if !self.o.quiet {
+                            let _ = self.out.write_all(&buf);
+                        }
+                        self.used_args.extend(used);
+                        match held {
+                            Ok(h) => out.push((i, h)),
+                            Err(e) => {
+                                first_err.get_or_insert(e);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                if let Some(a) = acks.remove(&i) {
+                    let _ = a.send(());
+                }
+            }
+        });
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
     fn say(&mut self, s: impl AsRef<str>) {
         if !self.o.quiet {
             let _ = writeln!(self.out, "{}", s.as_ref());
