@@ -412,8 +412,9 @@ SHELL ["/bin/sh", "-c"]
 RUN <<EOT
 echo "hello $NAME" > greeting
 EOT
+ARG TAG=one
 COPY <<EOF /etc/app.conf
-name=$NAME
+name="$NAME" tag=$TAG
 EOF
 ADD pkg.tar /unpacked/
 COPY pkg.tar /copied/
@@ -429,7 +430,14 @@ ONBUILD RUN echo triggered > /onbuild
     assert_eq!(cfg["Config"]["OnBuild"][0], "RUN echo triggered > /onbuild");
     let r = |cmd: &str| s.ok(&["run", "--rm", "lang", "sh", "-c", cmd]);
     assert_eq!(r("cat greeting"), "hello world\n");
-    assert_eq!(r("cat /etc/app.conf"), "name=world\n");
+    // Heredoc bodies keep their quotes (buildkit's raw quotes); variables are substituted.
+    assert_eq!(r("cat /etc/app.conf"), "name=\"world\" tag=one\n");
+    // A build arg that only a heredoc uses still changes what is copied (no stale hit).
+    build(&s, &c, &["-t", "lang2", "--build-arg", "TAG=two"]);
+    assert_eq!(
+        s.ok(&["run", "--rm", "lang2", "cat", "/etc/app.conf"]),
+        "name=\"world\" tag=two\n"
+    );
     assert_eq!(r("cat /unpacked/pkg/data.txt"), "from the tar");
     assert_eq!(r("ls /copied"), "pkg.tar\n");
     // ONBUILD triggers run in the child build.

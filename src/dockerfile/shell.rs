@@ -28,11 +28,17 @@ pub enum LexError {
 #[derive(Debug, Clone, Copy)]
 pub struct Lex {
     pub escape: char,
+    /// Heredoc bodies (buildkit's `RawQuotes`/`RawEscapes`): quotes and escapes stay in the
+    /// text; only `$` substitutions happen (not inside single quotes).
+    pub raw: bool,
 }
 
 impl Default for Lex {
     fn default() -> Self {
-        Lex { escape: '\\' }
+        Lex {
+            escape: '\\',
+            raw: false,
+        }
     }
 }
 
@@ -88,6 +94,7 @@ struct Scan<'a> {
     pos: usize,
     env: &'a [String],
     escape: char,
+    raw: bool,
 }
 
 impl Scan<'_> {
@@ -131,6 +138,10 @@ impl Scan<'_> {
                     self.next();
                     if ch == self.escape {
                         // The escape takes the next character literally; at the end it is dropped.
+                        if self.raw {
+                            words.add_raw_char(ch);
+                            result.push(ch);
+                        }
                         let Some(n) = self.next() else { break };
                         words.add_raw_char(n);
                         result.push(n);
@@ -150,10 +161,18 @@ impl Scan<'_> {
     fn single_quote(&mut self) -> Result<String, LexError> {
         self.next();
         let mut s = String::new();
+        if self.raw {
+            s.push('\'');
+        }
         loop {
             match self.next() {
                 None => return Err(LexError::SingleQuote),
-                Some('\'') => return Ok(s),
+                Some('\'') => {
+                    if self.raw {
+                        s.push('\'');
+                    }
+                    return Ok(s);
+                }
                 Some(c) => s.push(c),
             }
         }
@@ -162,11 +181,17 @@ impl Scan<'_> {
     fn double_quote(&mut self) -> Result<String, LexError> {
         self.next();
         let mut s = String::new();
+        if self.raw {
+            s.push('"');
+        }
         loop {
             match self.peek() {
                 None => return Err(LexError::DoubleQuote),
                 Some('"') => {
                     self.next();
+                    if self.raw {
+                        s.push('"');
+                    }
                     return Ok(s);
                 }
                 Some('$') => s.push_str(&self.dollar()?),
@@ -177,6 +202,9 @@ impl Scan<'_> {
                             None => return Err(LexError::DoubleQuote),
                             Some(n) if n == '"' || n == '$' || n == self.escape => {
                                 self.next();
+                                if self.raw {
+                                    s.push(c);
+                                }
                                 s.push(n);
                             }
                             Some(_) => s.push(c),
@@ -271,7 +299,12 @@ fn modifier(
 
 impl Lex {
     pub fn new(escape: char) -> Lex {
-        Lex { escape }
+        Lex { escape, raw: false }
+    }
+
+    /// The heredoc variant (see `raw`).
+    pub fn raw(self) -> Lex {
+        Lex { raw: true, ..self }
     }
 
     fn scan<'a>(&self, word: &str, env: &'a [String]) -> Scan<'a> {
@@ -280,6 +313,7 @@ impl Lex {
             pos: 0,
             env,
             escape: self.escape,
+            raw: self.raw,
         }
     }
 
@@ -360,6 +394,15 @@ mod tests {
         assert_eq!(
             bt.process_word(r"C:\dir `$A", &env()).unwrap(),
             r"C:\dir $A"
+        );
+    }
+
+    #[test]
+    fn raw_heredoc_bodies() {
+        let l = Lex::default().raw();
+        assert_eq!(
+            l.process_word("say \"$A\" 'as $A' \\$A\n", &env()).unwrap(),
+            "say \"a\" 'as $A' \\$A\n"
         );
     }
 

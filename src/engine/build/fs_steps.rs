@@ -310,19 +310,22 @@ impl Builder<'_, '_> {
             {
                 let content = if h.expand {
                     self.lex
+                        .raw()
                         .process_word(&h.content, &env)
-                        .unwrap_or_else(|_| h.content.clone())
+                        .map_err(|e| bad(e.to_string()))?
                 } else {
                     h.content.clone()
                 };
+                // The cache sees the text as written into the image (build args included).
+                let (size, digest) = (content.len() as u64, Digest::of(content.as_bytes()));
                 inline.push(Source {
                     origin: Origin::Inline(h.name.clone(), content.into_bytes()),
                     is_dir: false,
                     entries: vec![context::Entry {
                         sub: String::new(),
                         kind: context::Kind::File {
-                            size: h.content.len() as u64,
-                            digest: Digest::of(h.content.as_bytes()).to_string(),
+                            size,
+                            digest: digest.to_string(),
                         },
                         mode: 0o644,
                     }],
