@@ -5,7 +5,10 @@
 #    100 MB), "synced": after `sync`. Docker's `commit` the same way when a daemon is present.
 #  - `ps -a -s` and `system df` with N containers of one image (N in COUNTS), each having
 #    written a small file, to show the time stays flat as N grows.
-# Usage: bench/containerfs.sh   (RUNS=5 COUNTS="10 100 200" STRATA=path/to/strata SKIP_PS=1)
+# Store and work dir under $(bench/benchfs.sh), a journaled ext4 (bench/peers.sh puts docker's
+# store there too).
+# Usage: bench/containerfs.sh   (RUNS=5 COUNTS="10 100 200" STRATA=path/to/strata NO_BUILD=1 SKIP_PS=1
+#                                ROOT=dir WORK=dir)
 set -eu
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -14,8 +17,11 @@ if [ -z "${STRATA:-}" ]; then
   [ -n "${NO_BUILD:-}" ] || cargo build --release -q
   STRATA=$PWD/target/release/strata
 fi
-ROOT=/var/tmp/strata-bench-cfs
-WORK=/var/tmp/strata-bench-cfs-work
+BENCHFS=$(./bench/benchfs.sh)
+ROOT=${ROOT:-$BENCHFS/strata-bench-cfs}
+WORK=${WORK:-$BENCHFS/strata-bench-cfs-work}
+echo "strata: $STRATA; store: $ROOT ($(findmnt -n -o FSTYPE --target "$BENCHFS")); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+docker info >/dev/null 2>&1 && echo "docker store: $(docker info --format '{{.DockerRootDir}}')"
 
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -68,7 +74,7 @@ if docker info >/dev/null 2>&1; then
   docker rmi strata-cfs-bench:latest >/dev/null
 fi
 
-[ -n "${SKIP_PS:-}" ] && { cleanup; rm -rf "$WORK"; exit 0; }
+[ -n "${SKIP_PS:-}" ] && { cleanup; rm -rf "$WORK"; echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"; exit 0; }
 for drv in overlay vfs; do
   cleanup
   s() { "$STRATA" --root "$ROOT" --storage-driver "$drv" "$@"; }
@@ -102,3 +108,4 @@ for drv in overlay vfs; do
 done
 cleanup
 rm -rf "$WORK"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

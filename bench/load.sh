@@ -1,16 +1,26 @@
 #!/bin/bash
 # Load benchmark: strata load (overlay, vfs) vs docker load and podman load of the same
 # docker-save archive, medians of RUNS; disk used for two images sharing a base; fsck throughput.
-# Usage: bench/load.sh  (RUNS=3 FIX=/var/tmp/strata-bench; run bench/peers.sh first for docker/podman)
+# Stores: strata's under $(bench/benchfs.sh) (a journaled ext4); bench/peers.sh puts docker's and
+# podman's there too.
+# Usage: bench/load.sh  (RUNS=3 QUIET=15 FIX=/var/tmp/strata-bench STRATA=path/to/strata NO_BUILD=1
+#                        ROOT=dir; run bench/peers.sh first for docker/podman)
 set -eu
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 FIX=${FIX:-/var/tmp/strata-bench}
 QUIET=${QUIET:-15}
 ./bench/make-fixtures.sh >/dev/null
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q
-S=$PWD/target/release/strata
-ROOT=/var/tmp/strata-bench-root
+if [ -z "${STRATA:-}" ]; then
+  [ -n "${NO_BUILD:-}" ] || cargo build --release -q
+  STRATA=$PWD/target/release/strata
+fi
+S=$STRATA
+BENCHFS=$(./bench/benchfs.sh)
+ROOT=${ROOT:-$BENCHFS/strata-bench-root}
+echo "strata: $S; store: $ROOT ($(findmnt -n -o FSTYPE --target "$BENCHFS")); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+docker info >/dev/null 2>&1 && echo "docker store: $(docker info --format '{{.DockerRootDir}}')"
+command -v podman >/dev/null && echo "podman store: $(podman info --format '{{.Store.GraphRoot}}' 2>/dev/null)"
 MB=$(( $(stat -c %s "$FIX/fat.tar") / 1000000 ))
 
 now() { date +%s.%N; }
@@ -34,7 +44,7 @@ for run in $(seq "$RUNS"); do
   fi
   if command -v podman >/dev/null; then
     podman rmi -af >/dev/null 2>&1 || true; quiet
-    results[podman]+="$(timed podman load -i "$FIX/fat.tar") "
+    results[podman]+="$(timed podman load -q -i "$FIX/fat.tar") "
   fi
 done
 echo "load of fat.tar (${MB} MB, 5 layers), seconds, runs: $RUNS"
@@ -61,3 +71,4 @@ sync; echo 3 > /proc/sys/vm/drop_caches
 "$S" --root "$ROOT" system fsck | tail -1
 "$S" --root "$ROOT" system fsck | tail -1
 rm -rf "$ROOT"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

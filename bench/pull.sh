@@ -5,18 +5,32 @@
 #   fully present, push of a new image (layers compressed at push), push again (registry has all),
 #   push to an empty registry of a pulled image (original blobs, no compression).
 # If docker/podman are running (bench/peers.sh), their cold pull of the same image is measured too.
-# Usage: bench/pull.sh   (RUNS=3 PORT=5000 FIX=/var/tmp/strata-bench DRIVER=overlay)
+# Stores (strata's, the registry's) under $(bench/benchfs.sh), a journaled ext4; bench/peers.sh puts
+# docker's and podman's there too. The registry listens on PORT, which must be free (5000 is often
+# taken by a peers' registry; docker and podman treat 127.0.0.1 registries as insecure).
+# Usage: bench/pull.sh   (RUNS=3 QUIET=5 PORT=5055 FIX=/var/tmp/strata-bench DRIVER=overlay
+#                         STRATA=path/to/strata NO_BUILD=1 W=workdir)
 set -eu
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-PORT=${PORT:-5000}
+PORT=${PORT:-5055}
 FIX=${FIX:-/var/tmp/strata-bench}
 DRIVER=${DRIVER:-overlay}
 QUIET=${QUIET:-5}
 ./bench/make-fixtures.sh >/dev/null
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q
-S=$PWD/target/release/strata
-W=/var/tmp/strata-bench-pull
+if [ -z "${STRATA:-}" ]; then
+  [ -n "${NO_BUILD:-}" ] || cargo build --release -q
+  STRATA=$PWD/target/release/strata
+fi
+S=$STRATA
+BENCHFS=$(./bench/benchfs.sh)
+W=${W:-$BENCHFS/strata-bench-pull}
+if (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; then
+  echo "pull.sh: 127.0.0.1:$PORT is already in use; choose another PORT" >&2; exit 1
+fi
+echo "strata: $S; stores: $W ($(findmnt -n -o FSTYPE --target "$BENCHFS")); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+docker info >/dev/null 2>&1 && echo "docker store: $(docker info --format '{{.DockerRootDir}}')"
+command -v podman >/dev/null && echo "podman store: $(podman info --format '{{.Store.GraphRoot}}' 2>/dev/null)"
 REG=$W/registry
 R=127.0.0.1:$PORT
 rm -rf "$W"; mkdir -p "$W"
@@ -78,7 +92,7 @@ for run in $(seq "$RUNS"); do
   fi
   if command -v podman >/dev/null && podman info >/dev/null 2>&1; then
     podman rmi -af >/dev/null 2>&1 || true; quiet
-    res[podman-cold]+="$(timed env -u DOCKER_CONFIG podman pull --tls-verify=false $R/fat:latest) "
+    res[podman-cold]+="$(timed env -u DOCKER_CONFIG podman pull -q --tls-verify=false $R/fat:latest) "
   fi
 done
 
@@ -95,3 +109,4 @@ if [ -n "${res[docker-cold]:-}" ]; then
   d=$(echo "${res[docker-cold]}" | tr ' ' '\n' | grep . | median)
   printf '  strata/docker cold pull ratio: %.2f\n' "$(echo "$s / $d" | bc -l)"
 fi
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -2,16 +2,22 @@
 # Runtime benchmark (issue 3): `create`+`rm` on overlay, `run --rm IMAGE true` (embedded runtime
 # and runc), and 100 containers `run -d IMAGE sleep 1000` (total time, disk of each writable
 # layer), medians via hyperfine. Image: a busybox-static rootfs made with `strata import`.
-# Usage: bench/run.sh   (RUNS=30 N=100 NO_BUILD=1)
+# Store and work dir under $(bench/benchfs.sh), a journaled ext4.
+# Usage: bench/run.sh   (RUNS=30 N=100 STRATA=path/to/strata NO_BUILD=1 ROOT=dir)
 set -eu
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-30}
 N=${N:-100}
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q
-S="$PWD/target/release/strata"
-ROOT=/var/tmp/strata-bench-run
+if [ -z "${STRATA:-}" ]; then
+  [ -n "${NO_BUILD:-}" ] || cargo build --release -q
+  STRATA=$PWD/target/release/strata
+fi
+S=$STRATA
+BENCHFS=$(./bench/benchfs.sh)
+ROOT=${ROOT:-$BENCHFS/strata-bench-run}
 export STRATA_ROOT=$ROOT STRATA_STORAGE_DRIVER=overlay
-work=$(mktemp -d /var/tmp/strata-bench-rootfs.XXXXXX)
+work=$(mktemp -d "$BENCHFS/strata-bench-rootfs.XXXXXX")
+echo "strata: $S; store: $ROOT ($(findmnt -n -o FSTYPE --target "$BENCHFS")); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 cleanup() {
   "$S" ps -a -q 2>/dev/null | xargs -r "$S" rm -f >/dev/null 2>&1 || true
   rm -rf "$work" "$ROOT"
@@ -66,3 +72,4 @@ t0=$(date +%s.%N)
 "$S" ps -a -q | xargs "$S" rm -f >/dev/null
 t1=$(date +%s.%N)
 printf '  rm -f of all %d: %.2f s\n' "$N" "$(echo "$t1 - $t0" | bc)"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

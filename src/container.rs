@@ -71,6 +71,26 @@ pub struct RunConfig {
     /// An external OCI runtime binary (`--runtime`); empty: the embedded one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub runtime: String,
+    /// `-v` arguments with a source (Docker's `HostConfig.Binds`), as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<String>,
+    /// `-v /path` (anonymous volumes; Docker's `Config.Volumes`), as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// `--mount` arguments, as given (shown as `HostConfig.Mounts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_args: Vec<String>,
+    /// `--tmpfs PATH[:OPTS]`, as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    /// `--volumes-from C[:ro|rw]`, as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
+    /// Every mount, resolved at create (volumes named, anonymous ones made, the image's
+    /// VOLUMEs added): what `start` mounts and what `inspect` shows. Which containers use a
+    /// volume is read from here (`volume::VolumeStore::users`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::volume::MountPoint>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +212,11 @@ impl<'a> ContainerStore<'a> {
         self
     }
 
+    /// The store root, when known.
+    pub fn root(&self) -> Option<&std::path::Path> {
+        self.root.as_deref()
+    }
+
     pub fn with_session(mut self, token: &str) -> Self {
         self.session = Some(token.to_string());
         self
@@ -233,16 +258,17 @@ impl<'a> ContainerStore<'a> {
         let init_id = init_layer::id_for(&cache_id);
         let lease = self.lease();
         if let Some(l) = &lease {
-            self.meta.write(|tx| -> Result<(), ContainerError> {
-                l.hold_in(tx, Held::CacheDir, &cache_id)?;
-                l.hold_in(tx, Held::CacheDir, &init_id)?;
-                Ok(())
-            })?;
+            self.meta
+                .write_unsynced(|tx| -> Result<(), ContainerError> {
+                    l.hold_in(tx, Held::CacheDir, &cache_id)?;
+                    l.hold_in(tx, Held::CacheDir, &init_id)?;
+                    Ok(())
+                })?;
         }
         self.create_init_layer(&init_id, new.parent.map(|p| p.1))?;
         if let Err(e) = self
             .driver
-            .create(&cache_id, Some(&init_id), LayerKind::ReadWrite)
+            .create(&cache_id, Some(&init_id), LayerKind::Container)
         {
             let _ = self.driver.remove(&cache_id);
             let _ = self.driver.remove(&init_id);
@@ -333,7 +359,7 @@ impl<'a> ContainerStore<'a> {
     fn create_init_layer(&self, id: &str, parent: Option<&str>) -> Result<(), ContainerError> {
         self.driver.create(id, parent, LayerKind::ReadWrite)?;
         let r = (|| -> Result<(), ContainerError> {
-            let root = self.driver.mount(id)?;
+            let root = self.driver.mount_scratch(id)?;
             let populated = init_layer::populate(&root);
             self.driver.unmount(id)?;
             Ok(populated?)
@@ -410,32 +436,71 @@ impl<'a> ContainerStore<'a> {
         Ok(p)
     }
 
-    /// Run `f` on the container's mounted root filesystem; unmount afterwards, also when `f`
-    /// fails (an unmount error wins over `f`'s result).
+    /// Run `f` on the container's mounted root filesystem (cp, export). The mount is held by
+    /// this process's lease, not by the `mounts` count, so a command killed in `f` leaves
+    /// nothing that keeps the container "mounted": the collector unmounts it once the lease
+    /// is void. Unmounted afterwards unless someone else still uses it.
     pub fn with_rootfs<T, E: From<ContainerError>>(
         &self,
         c: &Container,
         f: impl FnOnce(&std::path::Path) -> Result<T, E>,
     ) -> Result<T, E> {
-        let root = self.mount(c)?;
+        let lease = self.lease();
+        if let Some(l) = &lease {
+            l.hold(Held::Container, &c.id)
+                .map_err(ContainerError::from)?;
+        }
+        let root = self
+            .driver
+            .mount(&c.cache_id)
+            .map_err(ContainerError::from)?;
+        crate::failpoint::pause("rootfs-held");
         let r = f(&root);
-        self.unmount(c, false)?;
+        drop(lease);
+        self.unmount_if_unused(c)?;
         r
     }
 
-    /// Drop one mount reference; unmount when none remain (or when `force`).
+    /// Drop one mount reference (`strata umount`, a stopped container); unmount when none
+    /// remain and no process holds the container mounted (or when `force`).
     pub fn unmount(&self, c: &Container, force: bool) -> Result<(), ContainerError> {
-        let left: i64 = self.meta.write(|tx| -> Result<i64, ContainerError> {
+        self.meta.write(|tx| -> Result<(), ContainerError> {
             tx.execute(
                 "UPDATE containers SET mounts = CASE WHEN ?2 OR mounts <= 1 THEN 0 ELSE mounts - 1 END WHERE id=?1",
                 params![c.id, force],
             )?;
-            Ok(tx.query_row("SELECT mounts FROM containers WHERE id=?1", params![c.id], |r| r.get(0))?)
+            Ok(())
         })?;
-        if left == 0 {
+        if force {
             self.driver.unmount(&c.cache_id)?;
+            return Ok(());
         }
-        Ok(())
+        self.unmount_if_unused(c)
+    }
+
+    /// Unmount when no `mounts` reference and no lease holds the container. Decided and done
+    /// inside one write transaction: a process that takes a hold (a write) either comes
+    /// before, and is seen, or after, and mounts anew.
+    fn unmount_if_unused(&self, c: &Container) -> Result<(), ContainerError> {
+        self.meta.write(|tx| -> Result<(), ContainerError> {
+            let mounts: i64 = tx
+                .query_row(
+                    "SELECT mounts FROM containers WHERE id=?1",
+                    params![c.id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let held: bool = tx.query_row(
+                &format!("SELECT {}", crate::lease::held_sql(Held::Container, "?1")),
+                params![c.id],
+                |r| r.get(0),
+            )?;
+            if mounts == 0 && !held {
+                self.driver.unmount(&c.cache_id)?;
+            }
+            Ok(())
+        })
     }
 
     /// Remove a container: mark it `removing` (held by this process's lease), delete its
@@ -456,10 +521,13 @@ impl<'a> ContainerStore<'a> {
         })?;
         crate::failpoint::pause("container-removing");
         self.remove_files(c)?;
-        self.meta.write(|tx| -> Result<(), ContainerError> {
-            tx.execute("DELETE FROM containers WHERE id=?1", params![c.id])?;
-            Ok(())
-        })?;
+        // Unsynced: lost in a power cut, the record stays `removing` with its lease void, and
+        // the collector finishes the removal.
+        self.meta
+            .write_unsynced(|tx| -> Result<(), ContainerError> {
+                tx.execute("DELETE FROM containers WHERE id=?1", params![c.id])?;
+                Ok(())
+            })?;
         Ok(())
     }
 
@@ -469,6 +537,11 @@ impl<'a> ContainerStore<'a> {
         self.driver.remove(&init_layer::id_for(&c.cache_id))?;
         if let Some(root) = &self.root {
             let dir = root.join("containers").join(&c.id);
+            // Staged bind sources (host directories) must be detached first: deleting the
+            // container directory must never descend into a host directory.
+            let staging = dir.join("mounts");
+            crate::runtime::mounts::remove_staging(&staging)
+                .map_err(|e| DriverError::io("removing", &staging, e))?;
             match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(DriverError::io("removing", dir, e).into());

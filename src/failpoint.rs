@@ -18,10 +18,10 @@ pub fn pause(name: &str) {
     let Some(dir) = std::env::var_os("STRATA_PAUSE_DIR").map(PathBuf::from) else {
         return;
     };
-    let _ = std::fs::write(
-        dir.join(format!("{name}.reached")),
-        std::process::id().to_string(),
-    );
+    // Written whole, then renamed: the test reads the pid as soon as the name appears.
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let _ = std::fs::write(&tmp, std::process::id().to_string());
+    let _ = std::fs::rename(&tmp, dir.join(format!("{name}.reached")));
     let go = dir.join(format!("{name}.go"));
     while !go.exists() {
         std::thread::sleep(Duration::from_millis(5));

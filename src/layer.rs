@@ -161,19 +161,20 @@ impl<'a> LayerStore<'a> {
         if lease.is_inert() {
             return self.get(chain_id); // read-only store: nothing can delete it either
         }
-        self.meta.write(|tx| -> Result<Option<Layer>, LayerError> {
-            let l = tx
-                .query_row(
-                    &format!("SELECT {LAYER_COLS} FROM layers WHERE chain_id=?1"),
-                    params![chain_id.to_string()],
-                    row_to_layer,
-                )
-                .optional()?;
-            if l.is_some() {
-                lease.hold_in(tx, Held::Layer, &chain_id.to_string())?;
-            }
-            Ok(l)
-        })
+        self.meta
+            .write_unsynced(|tx| -> Result<Option<Layer>, LayerError> {
+                let l = tx
+                    .query_row(
+                        &format!("SELECT {LAYER_COLS} FROM layers WHERE chain_id=?1"),
+                        params![chain_id.to_string()],
+                        row_to_layer,
+                    )
+                    .optional()?;
+                if l.is_some() {
+                    lease.hold_in(tx, Held::Layer, &chain_id.to_string())?;
+                }
+                Ok(l)
+            })
     }
 
     /// The layers of a chain, bottom first, all held by `lease`. Every one must exist.

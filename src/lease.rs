@@ -36,6 +36,8 @@ pub enum Held {
     /// A container by ID: its removal is under way, or its root filesystem is mounted by the
     /// holder (cp, export, commit).
     Container,
+    /// A volume by name: being created, or about to be named by a container record.
+    Volume,
 }
 
 impl Held {
@@ -45,6 +47,7 @@ impl Held {
             Held::CacheDir => "cache",
             Held::Blob => "blob",
             Held::Container => "container",
+            Held::Volume => "volume",
         }
     }
 }
@@ -121,11 +124,16 @@ pub fn dead_sessions(locks: &Path, ours: Option<&str>) -> io::Result<Vec<DeadSes
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if Some(name.as_str()) == ours || name.starts_with(".new-") {
-            // A `.new-` file is either being renamed by its live owner or was left by one that
-            // died before the rename; the latter holds nothing (no lease names it yet).
-            if name.starts_with(".new-")
-                && let Ok(Some(_l)) = LockFile::try_exclusive(&e.path())
-            {
+            // A `.new-` file is being locked and renamed by its live owner (it may not hold the
+            // flock yet: between its open and its flock, the file looks abandoned), or was left
+            // by one that died before the rename and holds nothing. Only an old one goes.
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 60);
+            if old && let Ok(Some(_l)) = LockFile::try_exclusive(&e.path()) {
                 let _ = fs::remove_file(e.path());
             }
             continue;
@@ -143,7 +151,7 @@ pub fn dead_sessions(locks: &Path, ours: Option<&str>) -> io::Result<Vec<DeadSes
 
 /// Delete the lease rows of a dead session (they protect nothing any more).
 pub fn void_session(meta: &Meta, token: &str) -> Result<(), MetaError> {
-    meta.write(|tx| {
+    meta.write_unsynced(|tx| {
         tx.execute("DELETE FROM leases WHERE session=?1", params![token])?;
         Ok(())
     })
@@ -157,6 +165,8 @@ pub struct Lease<'m> {
     id: String,
     session: String,
     used: Cell<bool>,
+    /// False for a `share`d handle: its rows are released by the original.
+    owner: bool,
 }
 
 impl<'m> Lease<'m> {
@@ -166,6 +176,23 @@ impl<'m> Lease<'m> {
             id: format!("{session}.{}", random_hex(4)),
             session: session.to_string(),
             used: Cell::new(false),
+            owner: true,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A handle on the same lease through another connection (a worker thread has its own):
+    /// rows it adds belong to the lease and go when the original is dropped.
+    pub fn share(meta: &'m Meta, session: &str, id: &str) -> Lease<'m> {
+        Lease {
+            meta,
+            id: id.to_string(),
+            session: session.to_string(),
+            used: Cell::new(false),
+            owner: false,
         }
     }
 
@@ -198,12 +225,13 @@ impl<'m> Lease<'m> {
         if self.is_inert() {
             return Ok(());
         }
-        self.meta.write(|tx| Ok(self.hold_in(tx, what, key)?))
+        self.meta
+            .write_unsynced(|tx| Ok(self.hold_in(tx, what, key)?))
     }
 
     /// Drop one row early (a thing this operation gave up on).
     pub fn let_go(&self, what: Held, key: &str) -> Result<(), MetaError> {
-        self.meta.write(|tx| {
+        self.meta.write_unsynced(|tx| {
             tx.execute(
                 "DELETE FROM leases WHERE kind=?1 AND key=?2 AND lease=?3",
                 params![what.as_str(), key, self.id],
@@ -215,8 +243,8 @@ impl<'m> Lease<'m> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if self.used.get() {
-            let _ = self.meta.write(|tx| {
+        if self.used.get() && self.owner {
+            let _ = self.meta.write_unsynced(|tx| {
                 tx.execute("DELETE FROM leases WHERE lease=?1", params![self.id])?;
                 Ok::<_, MetaError>(())
             });
@@ -230,4 +258,72 @@ pub fn held_sql(what: Held, key_sql: &str) -> String {
         "EXISTS (SELECT 1 FROM leases WHERE kind='{}' AND key={key_sql})",
         what.as_str()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(meta: &Meta) -> i64 {
+        meta.conn()
+            .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_live_session_is_not_dead_and_an_abandoned_one_is() {
+        let d = tempfile::tempdir().unwrap();
+        let locks = d.path().join("locks");
+        let s = Session::begin(&locks).unwrap();
+        // Another process's view: ours is alive (its flock is held).
+        assert!(dead_sessions(&locks, None).unwrap().is_empty());
+        // A session file nobody holds: its process died.
+        fs::write(locks.join("sessions").join("0123456789abcdef"), b"").unwrap();
+        let dead = dead_sessions(&locks, Some(s.token())).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].token, "0123456789abcdef");
+        dead.into_iter().for_each(DeadSession::remove);
+        let path = locks.join("sessions").join(s.token());
+        assert!(path.exists());
+        drop(s);
+        assert!(!path.exists(), "a session's file goes with it");
+    }
+
+    #[test]
+    fn lease_rows_live_until_the_lease_is_dropped_or_its_session_voided() {
+        let d = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&d.path().join("meta.db")).unwrap();
+        let l = Lease::new(&meta, "sess1");
+        l.hold(Held::Blob, "sha256:aa").unwrap();
+        l.hold(Held::Layer, "sha256:bb").unwrap();
+        l.hold(Held::Layer, "sha256:bb").unwrap(); // idempotent
+        assert_eq!(rows(&meta), 2);
+        // A worker's shared handle adds to the same lease and releases nothing itself.
+        {
+            let shared = Lease::share(&meta, "sess1", l.id());
+            shared.hold(Held::Blob, "sha256:cc").unwrap();
+        }
+        assert_eq!(rows(&meta), 3);
+        l.let_go(Held::Blob, "sha256:aa").unwrap();
+        assert_eq!(rows(&meta), 2);
+        drop(l);
+        assert_eq!(rows(&meta), 0);
+        // A killed process never drops its lease: voiding its session does.
+        let l = Lease::new(&meta, "sess2");
+        l.hold(Held::CacheDir, "abc").unwrap();
+        std::mem::forget(l);
+        assert_eq!(rows(&meta), 1);
+        void_session(&meta, "sess2").unwrap();
+        assert_eq!(rows(&meta), 0);
+    }
+
+    #[test]
+    fn a_lease_without_a_session_holds_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&d.path().join("meta.db")).unwrap();
+        let l = Lease::new(&meta, "");
+        assert!(l.is_inert());
+        l.hold(Held::Blob, "sha256:aa").unwrap();
+        assert_eq!(rows(&meta), 0);
+    }
 }

@@ -18,4 +18,5 @@ pub mod lock;
 pub mod meta;
 pub mod registry;
 pub mod runtime;
+pub mod volume;
 pub mod worker_pool;

@@ -107,9 +107,11 @@ both_drivers!(delete_during_load_waits_for_the_image, |driver| {
         &["image", "prune", "-a", "-f"][..],
         &["container", "prune", "-f"][..],
         &["system", "prune", "-a", "-f"][..],
+        &["rm", "-f", "victim"][..],
     ] {
         let s = Store::new(driver);
         let app = setup(&s);
+        s.ok(&["create", "--name", "victim", "base:1"]);
         // The load has committed its layers and stops before its image record.
         let p = Paused::start(&s, &["load", "-i", app.to_str().unwrap()], "image-add");
         s.run(racer);
@@ -239,6 +241,8 @@ both_drivers!(killed_removal_is_finished_later, |driver| {
     assert_eq!(cdirs(), 1);
     // Killed after the record is marked, before anything is removed.
     let p = Paused::start(&s, &["rm", "-f", "gone"], "container-removing");
+    // Meanwhile `ps -a` says what Docker says of a container being removed.
+    assert!(s.ok(&["ps", "-a"]).contains("Removal In Progress"));
     p.kill();
     // rm -f again works (the record is still there, or the next command's collector already
     // finished the removal: then, as Docker, -f ignores the missing name) ...
@@ -296,6 +300,12 @@ both_drivers!(killed_start_leaves_no_mount, |driver| {
     p.kill();
     s.ok(&["start", "-a", "d"]);
     s.ok(&["rm", "d"]);
+    // export (and cp) killed while they have the root filesystem mounted: nothing keeps the
+    // container "mounted" afterwards.
+    s.ok(&["create", "--name", "e", "bb:1", "true"]);
+    let p = Paused::start(&s, &["export", "-o", "/dev/null", "e"], "rootfs-held");
+    p.kill();
+    s.ok(&["rm", "e"]);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(s.path().to_str().unwrap()), "mount left");
     s.fsck_clean();
@@ -314,6 +324,14 @@ both_drivers!(
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !s.ok(&["ps"]).contains("long") {
+            assert!(
+                Instant::now() < deadline,
+                "the long-running container never ran"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let app = setup(&s);
         let layers_dir = s.path().join("layers");
         let splits_before = std::fs::read_dir(&layers_dir).unwrap().count();
@@ -421,4 +439,32 @@ fn removal_works_on_a_full_disk() {
     );
     let o = strata(&["system", "fsck"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+fn partial_downloads_count_in_df_and_go_with_prune() {
+    let s = Store::new("overlay");
+    s.ok(&["images"]);
+    let df_images = |s: &Store| -> String {
+        let out = s.ok(&["system", "df"]);
+        out.lines()
+            .find(|l| l.starts_with("Images"))
+            .unwrap()
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(df_images(&s), "0B");
+    std::fs::create_dir_all(s.path().join("ingest")).unwrap();
+    let partial = s
+        .path()
+        .join("ingest")
+        .join(format!("{}.partial", "12".repeat(32)));
+    std::fs::write(&partial, vec![7u8; 3_000_000]).unwrap();
+    assert_eq!(df_images(&s), "3MB");
+    let out = s.ok(&["image", "prune", "-f"]);
+    assert!(out.contains("Total reclaimed space: 3"), "{out}");
+    assert!(!partial.exists());
+    assert_eq!(df_images(&s), "0B");
 }

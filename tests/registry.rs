@@ -366,6 +366,20 @@ fn make_image(dir: &Path, name: &str, tag: &str, sizes: &[usize], seed: u64) -> 
     }
 }
 
+/// A one-layer linux/arm64 image as a docker-save archive tagged `tag`, and its config.
+fn arm64_archive(dir: &Path, tag: &str) -> (PathBuf, Vec<u8>) {
+    let layers = [LayerTar::new().file("arm", b"arm64").build()];
+    let mut cfg: serde_json::Value = serde_json::from_slice(&config_for(&layers, "/arm")).unwrap();
+    cfg["architecture"] = "arm64".into();
+    let cfg = serde_json::to_vec(&cfg).unwrap();
+    let archive = write_file(
+        dir,
+        "arm.tar",
+        &docker_archive(&cfg, &[gzip(&layers[0])], &[tag]),
+    );
+    (archive, cfg)
+}
+
 fn manifest_digest_of(stdout: &str) -> String {
     stdout
         .lines()
@@ -392,6 +406,56 @@ fn raw_manifest(reference: &str) -> serde_json::Value {
         &format!("docker://{reference}"),
     ]));
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A PUT with curl-free plain HTTP from the test: the response head and body as text.
+fn http_put(addr: &str, path: &str, content_type: &str, body: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
+/// Uploads `data` as a blob of `repo` (monolithic POST then PUT); returns its digest.
+fn http_put_blob(addr: &str, repo: &str, data: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v2/{repo}/blobs/uploads/ HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
+    let location = resp
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap();
+    let location = location
+        .strip_prefix(&format!("http://{addr}"))
+        .unwrap_or(&location)
+        .to_string();
+    let digest = format!("sha256:{}", sha256_hex(data));
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let resp = http_put(
+        addr,
+        &format!("{location}{sep}digest={digest}"),
+        "application/octet-stream",
+        data,
+    );
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    digest
 }
 
 fn partials(s: &Store) -> Vec<(PathBuf, u64)> {
@@ -933,20 +997,7 @@ fn multi_platform_index_picks_the_host() {
         &[1000],
         20,
     );
-    let arm_layers = vec![LayerTar::new().file("arm", b"arm64").build()];
-    let mut arm_cfg: serde_json::Value =
-        serde_json::from_slice(&config_for(&arm_layers, "/arm")).unwrap();
-    arm_cfg["architecture"] = "arm64".into();
-    let arm_cfg = serde_json::to_vec(&arm_cfg).unwrap();
-    let arm_archive = write_file(
-        work.path(),
-        "arm.tar",
-        &docker_archive(
-            &arm_cfg,
-            &[gzip(&arm_layers[0])],
-            &[&format!("{}/multi:arm", reg.addr)],
-        ),
-    );
+    let (arm_archive, arm_cfg) = arm64_archive(work.path(), &format!("{}/multi:arm", reg.addr));
     let a = Store::new("overlay");
     a.load(&amd.archive);
     a.load(&arm_archive);
@@ -973,18 +1024,12 @@ fn multi_platform_index_picks_the_host() {
         "manifests": [entry(&arm_out, "arm64"), entry(&amd_out, "amd64")]
     });
     let index_bytes = serde_json::to_vec(&index).unwrap();
-    // PUT the index with curl-free plain HTTP from the test.
-    let mut s = TcpStream::connect(&reg.addr).unwrap();
-    write!(
-        s,
-        "PUT /v2/multi/manifests/latest HTTP/1.1\r\nHost: {}\r\nContent-Type: application/vnd.docker.distribution.manifest.list.v2+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        reg.addr,
-        index_bytes.len()
-    )
-    .unwrap();
-    s.write_all(&index_bytes).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let resp = http_put(
+        &reg.addr,
+        "/v2/multi/manifests/latest",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        &index_bytes,
+    );
     assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
 
     let host_arch = if cfg!(target_arch = "x86_64") {
@@ -1045,4 +1090,203 @@ fn chunked_push_and_present_image_costs_one_request() {
     assert!(o.status.success());
     let after = reg.log().matches("\" 200 ").count() + reg.log().matches("\" 404 ").count();
     assert_eq!(after - before, 1, "one request for a present image");
+}
+
+#[test]
+fn pull_platform_is_checked_before_network_and_against_the_image() {
+    // A typo is refused before any connection: nothing listens on this port.
+    let env = Env::new();
+    let s = Store::new("overlay");
+    let closed = format!("127.0.0.1:{}/x", free_port());
+    let err = env.fails(&s, &["pull", "--platform", "bogus", &closed]);
+    assert!(
+        err.contains("\"bogus\": unknown operating system or architecture"),
+        "{err}"
+    );
+    let err = env.fails(&s, &["pull", "--platform", "linux/amd64/v2/x", &closed]);
+    assert!(err.contains("cannot parse platform specifier"), "{err}");
+
+    let reg = Registry::start(RegOpts::default());
+    let work = tempfile::tempdir().unwrap();
+    let img = make_image(
+        work.path(),
+        "plat",
+        &format!("{}/plat:amd", reg.addr),
+        &[1000],
+        30,
+    );
+    let (arm_archive, arm_cfg) = arm64_archive(work.path(), &format!("{}/plat:arm", reg.addr));
+    let a = Store::new("overlay");
+    a.load(&img.archive);
+    a.load(&arm_archive);
+    let amd_out = env.ok(&a, &["push", &format!("{}/plat:amd", reg.addr)]);
+    let arm_out = env.ok(&a, &["push", &format!("{}/plat:arm", reg.addr)]);
+    let entry = |out: &str, arch: &str| {
+        let size: u64 = out.trim_end().rsplit(' ').next().unwrap().parse().unwrap();
+        serde_json::json!({
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "digest": manifest_digest_of(out), "size": size,
+            "platform": {"architecture": arch, "os": "linux"}
+        })
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [entry(&amd_out, "amd64"), entry(&arm_out, "arm64")]
+    }))
+    .unwrap();
+    let resp = http_put(
+        &reg.addr,
+        "/v2/plat/manifests/multi",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        &index,
+    );
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+
+    // An index without the platform asked for: Docker's wording, nothing pulled.
+    let b = Store::new("overlay");
+    let err = env.fails(
+        &b,
+        &[
+            "pull",
+            "--platform",
+            "windows/arm",
+            &format!("{}/plat:multi", reg.addr),
+        ],
+    );
+    assert!(
+        err.contains("no matching manifest for windows/arm in the manifest list entries"),
+        "{err}"
+    );
+    // Aliases are normalized as Docker does: aarch64 is arm64.
+    env.ok(
+        &b,
+        &[
+            "pull",
+            "--platform",
+            "linux/aarch64",
+            &format!("{}/plat:multi", reg.addr),
+        ],
+    );
+    assert_eq!(
+        b.image_id(&format!("{}/plat:multi", reg.addr)),
+        format!("sha256:{}", sha256_hex(&arm_cfg))
+    );
+    // A single-platform image of another platform than asked for is refused too.
+    let c = Store::new("overlay");
+    let err = env.fails(
+        &c,
+        &[
+            "pull",
+            "--platform",
+            "linux/arm64",
+            &format!("{}/plat:amd", reg.addr),
+        ],
+    );
+    assert!(
+        err.contains(
+            "does not match the specified platform: wanted linux/arm64, actual: linux/amd64"
+        ),
+        "{err}"
+    );
+    assert_eq!(c.ok(&["images", "-q"]), "");
+    env.ok(
+        &c,
+        &[
+            "pull",
+            "--platform",
+            "linux/amd64",
+            &format!("{}/plat:amd", reg.addr),
+        ],
+    );
+    assert_eq!(c.image_id(&format!("{}/plat:amd", reg.addr)), img.id());
+}
+
+#[test]
+fn pull_refuses_layers_that_are_not_layer_tars() {
+    let reg = Registry::start(RegOpts::default());
+    let env = Env::new();
+    let layer = LayerTar::new().file("f", b"data").build();
+    let config = config_for(std::slice::from_ref(&layer), "/f");
+    let blob = gzip(&layer);
+    let layer_digest = http_put_blob(&reg.addr, "art", &blob);
+    let config_digest = http_put_blob(&reg.addr, "art", &config);
+    for (tag, mt) in [
+        ("cfg", "application/vnd.oci.image.config.v1+json"),
+        ("txt", "text/plain"),
+    ] {
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": mt, "digest": layer_digest, "size": blob.len()}],
+        }))
+        .unwrap();
+        let resp = http_put(
+            &reg.addr,
+            &format!("/v2/art/manifests/{tag}"),
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        );
+        assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+        let s = Store::new("overlay");
+        let err = env.fails(&s, &["pull", &format!("{}/art:{tag}", reg.addr)]);
+        assert!(err.contains(&format!("{mt:?}")), "{err}");
+        assert!(err.contains("media type"), "{err}");
+        assert_eq!(s.ok(&["images", "-q"]), "");
+    }
+}
+
+/// A pull that has committed its layers but not yet its image record, while `rmi` of an image
+/// sharing its base layer and `image prune -a` run (issue 7): the pull succeeds and its image
+/// is whole. The pull is stopped inside that window by the binary's pause point.
+#[test]
+fn delete_during_pull_waits_for_the_image() {
+    let reg = Registry::start(RegOpts::default());
+    let env = Env::new();
+    let work = tempfile::tempdir().unwrap();
+    let name = format!("{}/app:1", reg.addr);
+    let img = make_image(work.path(), "app", &name, &[300_000, 200_000], 21);
+    let a = Store::new("overlay");
+    a.load(&img.archive);
+    env.ok(&a, &["push", &name]);
+    // b has another image on the same base layer.
+    let b = Store::new("overlay");
+    let other = make_image(work.path(), "other", "other:1", &[1000], 77);
+    b.load(&other.archive);
+    let pause = tempfile::tempdir_in("/var/tmp").unwrap();
+    let child = env
+        .cmd(&b, &["pull", &name])
+        .env("STRATA_PAUSE_AT", "image-add")
+        .env("STRATA_PAUSE_DIR", pause.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pause.path().join("image-add.reached").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "pull never reached its image record"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    env.ok(&b, &["rmi", "other:1"]);
+    env.ok(&b, &["image", "prune", "-a", "-f"]);
+    std::fs::write(pause.path().join("image-add.go"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let c = b.ok(&["create", &name]);
+    let mnt = b.ok(&["mount", c.trim()]);
+    assert!(Path::new(mnt.trim()).join("data/app-1").exists());
+    assert!(Path::new(mnt.trim()).join("etc/base").exists());
+    b.ok(&["umount", c.trim()]);
+    b.ok(&["rm", c.trim()]);
+    b.fsck_clean();
 }

@@ -801,10 +801,12 @@ fn five_containers_share_one_image() {
             u.display()
         );
     }
-    // The image (>2 MB of busybox) is not copied per container: the five cost far less than one.
+    // The image (>2 MB of busybox) is not copied per container: the five together (writable
+    // layers, init layers of ~100 kB of directory blocks each as Docker's, logs, bundles)
+    // cost less than one copy of it.
     let grown = s.disk_usage() - before;
     let image_bytes = 2_000_000;
-    assert!(grown < image_bytes / 2, "5 containers added {grown} bytes");
+    assert!(grown < image_bytes, "5 containers added {grown} bytes");
     // rm deletes exactly that container's layer.
     s.ok(&["rm", "c2"]);
     for (i, u) in uppers.iter().enumerate() {

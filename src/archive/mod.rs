@@ -7,6 +7,7 @@
 
 pub mod compression;
 pub mod extract;
+mod tar_header;
 pub mod tarsplit;
 pub mod write;
 
@@ -20,6 +21,12 @@ pub use compression::{Compression, decompress};
 pub use extract::apply_layer;
 pub use tarsplit::reassemble;
 pub use write::{tar_changes, tar_directory};
+
+/// Whether `block` can start a tar archive: a header block whose checksum is right, or the
+/// zero block that ends an (empty) archive. Tells "not a tar at all" from a damaged tar.
+pub fn is_tar_header(block: &[u8; 512]) -> bool {
+    block.iter().all(|&b| b == 0) || tar_header::verify_checksum(block).is_ok()
+}
 
 /// How whiteouts (`.wh.NAME`, `.wh..wh..opq`) in a layer tar are represented on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

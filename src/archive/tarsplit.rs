@@ -120,6 +120,51 @@ fn write_mapped(fd: &OwnedFd, size: u64, w: &mut impl Write) -> Result<(), Archi
     r
 }
 
+/// Writes the `size` bytes of a sparse file to `w`: holes (found with `SEEK_DATA`/`SEEK_HOLE`)
+/// as zeros from memory, without reading them from the file, so that re-creating a layer
+/// holding gigabytes of zeros costs the hashing of them, not the page cache.
+fn write_holey(
+    fd: &OwnedFd,
+    size: u64,
+    w: &mut impl Write,
+    buf: &mut [u8],
+    short: &str,
+) -> Result<(), ArchiveError> {
+    use rustix::fs::{SeekFrom as S, seek};
+    let zeros = vec![0u8; buf.len()];
+    let write_zeros = |w: &mut dyn Write, mut n: u64| -> Result<(), ArchiveError> {
+        while n > 0 {
+            let k = (zeros.len() as u64).min(n) as usize;
+            w.write_all(&zeros[..k])
+                .map_err(|e| ArchiveError::io("write", "<output>", e))?;
+            n -= k as u64;
+        }
+        Ok(())
+    };
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match seek(fd, S::Data(pos)) {
+            Ok(d) => d.min(size),
+            // No data after `pos`: the rest is a hole.
+            Err(rustix::io::Errno::NXIO) => size,
+            Err(e) => return Err(ArchiveError::Read(e.into())),
+        };
+        write_zeros(w, data - pos)?;
+        if data >= size {
+            break;
+        }
+        let hole = match seek(fd, S::Hole(data)) {
+            Ok(h) => h.min(size),
+            Err(e) => return Err(ArchiveError::Read(e.into())),
+        };
+        seek(fd, S::Start(data)).map_err(|e| ArchiveError::Read(e.into()))?;
+        let mut f = File::from(rustix::io::dup(fd).map_err(|e| ArchiveError::Read(e.into()))?);
+        copy_exact(&mut f, w, hole - data, buf, short)?;
+        pos = hole;
+    }
+    Ok(())
+}
+
 fn copy_exact(
     r: &mut impl Read,
     w: &mut impl Write,
@@ -399,7 +444,11 @@ pub fn reassemble(root: &Path, split: impl Read, out: impl Write) -> Result<u64,
                         st.st_size
                     )));
                 }
-                if size >= MAP_THRESHOLD {
+                if (st.st_blocks as u64).saturating_mul(512) < size {
+                    // Fewer blocks than bytes: the file has holes (see `extract::write_sparse`).
+                    let msg = format!("{} is shorter than expected", show());
+                    write_holey(&fd, size, &mut out, &mut buf, &msg)?;
+                } else if size >= MAP_THRESHOLD {
                     write_mapped(&fd, size, &mut out)?;
                 } else {
                     let mut f = File::from(fd);
@@ -717,6 +766,43 @@ mod tests {
         // No end-of-archive blocks at all.
         let s = Sandbox::new();
         roundtrip(&s, &t, WhiteoutFormat::Overlay);
+    }
+
+    #[test]
+    fn zero_runs_are_holes_and_reassemble_exactly() {
+        use std::os::unix::fs::MetadataExt;
+        let mb = 1 << 20;
+        let mut mixed = vec![0u8; 3 * mb + 5];
+        mixed[4095] = 1; // the end of the first block: that block is data
+        mixed[mb + 100..mb + 200].fill(7); // unaligned, inside a chunk
+        mixed[2 * mb - 1] = 9; // the last byte of the second 1 MiB chunk
+        *mixed.last_mut().unwrap() = 3; // data in the short last block
+        let mut t = Vec::new();
+        file(&mut t, "zeros", &vec![0u8; 3 * mb + 5]);
+        file(&mut t, "mixed", &mixed);
+        file(
+            &mut t,
+            "tail",
+            &[&[5u8; 10][..], &vec![0u8; 2 * mb]].concat(),
+        );
+        // Written twice: the first (sparse) content is captured into the tar-split data.
+        file(&mut t, "dup", &vec![0u8; mb]);
+        file(&mut t, "dup", b"second");
+        file(&mut t, "empty", b"");
+        end(&mut t);
+        for f in [WhiteoutFormat::Overlay, WhiteoutFormat::Apply] {
+            let s = Sandbox::new();
+            roundtrip(&s, &t, f);
+            assert_eq!(fs::read(s.root.join("mixed")).unwrap(), mixed);
+            let used = |p: &str| fs::metadata(s.root.join(p)).unwrap().blocks() * 512;
+            assert_eq!(used("zeros"), 0, "an all-zero file takes no blocks");
+            assert!(used("mixed") <= 8 * 4096, "{}", used("mixed"));
+            assert!(used("tail") <= 4096, "{}", used("tail"));
+            assert_eq!(
+                fs::metadata(s.root.join("tail")).unwrap().len(),
+                2 * mb as u64 + 10
+            );
+        }
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct RmArgs {
     /// Force the removal (unmounting it first)
     #[arg(short, long)]
     force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short = 'v', long = "volumes")]
+    volumes: bool,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -79,6 +82,7 @@ pub struct PsArgs {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum ContainerCmd {
     Create(CreateArgs),
     Mount(MountArgs),
@@ -196,6 +200,9 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<i32> {
                 engine.containers().unmount(&c, true)?;
             }
             engine.containers().remove(&c)?;
+            if a.volumes {
+                engine.remove_anonymous_volumes(&c);
+            }
             Ok(true)
         })();
         match r {
@@ -313,8 +320,10 @@ pub fn container_json(engine: &Engine, c: &Container) -> serde_json::Value {
         "Name": format!("/{}", c.name),
         "Driver": engine.driver.name(),
         "GraphDriver": {"Data": if data.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(data) }, "Name": engine.driver.name()},
+        "Mounts": c.config.mounts.iter().filter(|m| !m.tmpfs_flag).map(|m| m.docker_json()).collect::<Vec<_>>(),
+        "HostConfig": super::volume::host_config(c),
         "Config": {"Image": c.image_ref, "Cmd": c.config.cmd, "Entrypoint": c.config.entrypoint, "Env": c.config.env,
-                   "WorkingDir": c.config.working_dir, "User": c.config.user},
+                   "WorkingDir": c.config.working_dir, "User": c.config.user, "Volumes": super::volume::config_volumes(c)},
     })
 }
 

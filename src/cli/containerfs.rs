@@ -302,6 +302,7 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
     }
     let cache = engine.build_cache_usage()?;
     let cache_size: u64 = cache.iter().map(|c| c.size).sum();
+    let vols = engine.volume_usage()?;
     let active_images = du.images.iter().filter(|i| i.containers > 0).count();
     let used: u64 = du
         .images
@@ -326,8 +327,9 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
             "Images",
             du.images.len(),
             active_images,
-            du.layers_size,
-            du.layers_size.saturating_sub(used),
+            // Partial downloads are image data too, and all of it reclaimable.
+            du.layers_size + du.partial_downloads,
+            du.layers_size.saturating_sub(used) + du.partial_downloads,
             true,
         ),
         df_row(
@@ -338,7 +340,14 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
             c_reclaim,
             true,
         ),
-        df_row("Local Volumes", 0, 0, 0, 0, true),
+        df_row(
+            "Local Volumes",
+            vols.len(),
+            vols.iter().filter(|v| v.1 > 0).count(),
+            vols.iter().map(|v| v.2).sum(),
+            vols.iter().filter(|v| v.1 == 0).map(|v| v.2).sum(),
+            true,
+        ),
         df_row("Build Cache", cache.len(), 0, cache_size, cache_size, false),
     ];
     if a.format == "json" || a.format == "{{json .}}" {
@@ -447,10 +456,11 @@ fn df_verbose(
     table(out, &t)?;
 
     writeln!(out, "\nLocal Volumes space usage:\n")?;
-    table(
-        out,
-        &[["VOLUME NAME", "LINKS", "SIZE"].map(String::from).to_vec()],
-    )?;
+    let mut vt = vec![["VOLUME NAME", "LINKS", "SIZE"].map(String::from).to_vec()];
+    for (v, links, size) in engine.volume_usage()? {
+        vt.push(vec![v.name, links.to_string(), human_size_prec(size, 4)]);
+    }
+    table(out, &vt)?;
 
     let cache = engine.build_cache_usage()?;
     let cache_size: u64 = cache.iter().map(|c| c.size).sum();

@@ -119,10 +119,10 @@ pub struct ImageInspectArgs {
 pub struct PruneArgs {
     /// Remove all unused images, not just dangling ones
     #[arg(short, long)]
-    all: bool,
+    pub(super) all: bool,
     /// Do not prompt for confirmation
     #[arg(short, long)]
-    force: bool,
+    pub(super) force: bool,
 }
 
 #[derive(Subcommand)]

@@ -8,6 +8,7 @@ mod image;
 mod registry;
 mod run;
 mod system;
+mod volume;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -84,6 +85,9 @@ enum Command {
     /// Manage the store
     #[command(subcommand)]
     System(system::SystemCmd),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
 }
 
 impl Cli {
@@ -156,6 +160,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Inspect(a) => system::inspect(cli, a),
         Command::Info(a) => system::info(cli, a),
         Command::System(c) => system::system_cmd(cli, c),
+        Command::Volume(c) => volume::volume_cmd(cli, c),
     }
 }
 

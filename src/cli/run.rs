@@ -48,6 +48,18 @@ pub struct RunOpts {
     /// An external OCI runtime binary (e.g. /usr/sbin/runc); default: the embedded one
     #[arg(long)]
     runtime: Option<String>,
+    /// Bind mount a volume (NAME:DEST[:MODE], /HOST:DEST[:MODE], or DEST for an anonymous one)
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount (type=volume|bind|tmpfs,src=…,dst=…[,readonly][,volume-nocopy][,tmpfs-size=…])
+    #[arg(long = "mount")]
+    mount: Vec<String>,
+    /// Mount a tmpfs directory (PATH[:OPTIONS])
+    #[arg(long = "tmpfs")]
+    tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s) (C[:ro|rw])
+    #[arg(long = "volumes-from")]
+    volumes_from: Vec<String>,
 }
 
 impl RunOpts {
@@ -89,7 +101,34 @@ impl RunOpts {
             log_opts: self.log_opt.clone(),
             auto_remove: self.rm,
             runtime: self.runtime.clone().unwrap_or_default(),
+            binds: self
+                .volume
+                .iter()
+                .filter(|v| is_bind_spec(v))
+                .cloned()
+                .collect(),
+            volumes: self
+                .volume
+                .iter()
+                .filter(|v| !is_bind_spec(v))
+                .cloned()
+                .collect(),
+            mount_args: self.mount.clone(),
+            tmpfs: self.tmpfs.clone(),
+            volumes_from: self.volumes_from.clone(),
+            mounts: Vec::new(),
         })
+    }
+}
+
+/// `-v SRC:DEST[:MODE]` (a bind or named volume: Docker's `HostConfig.Binds`) rather than
+/// `-v DEST[:MODE]` (an anonymous volume: `Config.Volumes`).
+fn is_bind_spec(v: &str) -> bool {
+    let parts: Vec<&str> = v.split(':').collect();
+    match parts.len() {
+        1 => false,
+        2 => parts[1].starts_with('/'),
+        _ => true,
     }
 }
 
@@ -335,8 +374,8 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
                 Ok(0)
             }
             Err(e) => {
-                if c.config.auto_remove {
-                    let _ = engine.containers().remove(&c);
+                if c.config.auto_remove && engine.containers().remove(&c).is_ok() {
+                    engine.remove_anonymous_volumes(&c);
                 }
                 fail(e)
             }
@@ -346,8 +385,9 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
         // A start that failed leaves a Created container; --rm removes it all the same.
         if c.config.auto_remove
             && let Ok(c) = engine.containers().get(&c.id)
+            && engine.containers().remove(&c).is_ok()
         {
-            let _ = engine.containers().remove(&c);
+            engine.remove_anonymous_volumes(&c);
         }
         Ok(code)
     }
@@ -567,6 +607,7 @@ pub fn status_text(root: &std::path::Path, c: &Container) -> String {
             .unwrap_or_else(|| "Less than a second".into())
     };
     match (c.state.as_str(), st.status) {
+        ("removing", _) => "Removal In Progress".into(),
         ("running", _) => format!("Up {}", since(&st.started_at)),
         ("exited", _) | (_, Status::Exited) => {
             format!("Exited ({}) {} ago", st.exit_code, since(&st.finished_at))

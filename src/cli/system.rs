@@ -34,21 +34,11 @@ pub struct FsckArgs {
     repair: bool,
 }
 
-/// Remove unused data
-#[derive(Args)]
-pub struct PruneArgs {
-    /// Remove all unused images not just dangling ones
-    #[arg(short, long)]
-    all: bool,
-    /// Do not prompt for confirmation
-    #[arg(short, long)]
-    force: bool,
-}
-
 #[derive(Subcommand)]
 pub enum SystemCmd {
     Fsck(FsckArgs),
-    Prune(PruneArgs),
+    /// Remove unused data
+    Prune(super::image::PruneArgs),
     Info(InfoArgs),
     Df(super::containerfs::DfArgs),
 }
@@ -128,7 +118,7 @@ pub fn info(cli: &Cli, a: &InfoArgs) -> Result<i32> {
 
 /// Docker's `system prune`: stopped containers, then dangling (with `-a`: unused) images,
 /// then everything no record names.
-pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
+pub fn prune(cli: &Cli, a: &super::image::PruneArgs) -> Result<i32> {
     if !a.force {
         let images = if a.all {
             "all images without at least one container associated to them"

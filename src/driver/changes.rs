@@ -24,7 +24,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub(super) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeKind {

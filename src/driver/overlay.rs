@@ -22,6 +22,8 @@ use rustix::io::Errno;
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
 use std::os::unix::fs::MetadataExt;
 
+/// The `link` file of a layer that has no short link (a container's writable layer).
+const NO_LINK: &str = "-";
 const LINK_DIR: &str = "l";
 const SHORT_LEN: usize = 26;
 
@@ -78,6 +80,7 @@ fn probe_mount(probe: &Path) -> Result<(), String> {
         &[probe.join("lower")],
         Some((&probe.join("upper"), &probe.join("work"))),
         &merged,
+        false,
     )
     .map_err(|e| format!("probe overlay mount failed: {e}"))?;
     let seen = std::fs::read(merged.join("probe"));
@@ -139,6 +142,7 @@ fn mount_overlay(
     lowers: &[PathBuf],
     upper: Option<(&Path, &Path)>,
     target: &Path,
+    volatile: bool,
 ) -> Result<(), String> {
     use rustix::mount::{fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount};
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
@@ -185,6 +189,9 @@ fn mount_overlay(
             .map_err(|e| fail(format!("fsconfig upperdir={}", up.display()), e))?;
         fsconfig_set_string(&fs, "workdir", work)
             .map_err(|e| fail(format!("fsconfig workdir={}", work.display()), e))?;
+        if volatile && rustix::mount::fsconfig_set_flag(&fs, "volatile").is_err() {
+            let _ = kernel_log(&fs); // older kernel: an ordinary (synced) mount
+        }
     }
     fsconfig_create(&fs).map_err(|e| fail("creating the overlay superblock".into(), e))?;
     let attrs = if upper.is_none() {
@@ -205,11 +212,89 @@ fn mount_overlay(
     Ok(())
 }
 
+/// Drops the lower layers beneath the first one (nearest first) whose root directory is
+/// opaque. A layer tar with `.wh..wh..opq` at its root hides everything beneath it, and its
+/// diff root gets `trusted.overlay.opaque=y` like any opaque directory, but overlayfs ignores
+/// that xattr on a layer's root (checked on 6.x kernels): the lower layers would show through.
+/// Leaving them out of the mount gives the same view as a full copy (vfs) does.
+fn cut_below_opaque_root(lowers: &mut Vec<PathBuf>) {
+    let opaque = |p: &Path| {
+        let mut buf = [0u8; 4];
+        matches!(rustix::fs::getxattr(p, super::changes::OPAQUE_XATTR, &mut buf), Ok(1) if buf[0] == b'y')
+    };
+    if let Some(i) = lowers.iter().position(|l| opaque(l)) {
+        lowers.truncate(i + 1);
+    }
+}
+
 pub struct Overlay {
     home: PathBuf,
 }
 
 impl Overlay {
+    /// Mount the layer's merged view (read-write when it has a work dir); `volatile` skips
+    /// the upper filesystem's syncs (see `Driver::mount_scratch`).
+    fn mount_with(&self, id: &str, volatile: bool) -> Result<PathBuf, DriverError> {
+        Self::check_id(id)?;
+        let dir = self.dir(id);
+        let diff = dir.join("diff");
+        if !diff.is_dir() {
+            return Err(DriverError::NotFound(id.to_string()));
+        }
+        let merged = dir.join("merged");
+        if mounted_at(&dir, &merged) {
+            return Ok(merged);
+        }
+        let work = dir.join("work");
+        let read_write = work.is_dir();
+        fsutil::mkdir(&merged, 0o700)?;
+        let mut lowers = Vec::new();
+        if !read_write {
+            lowers.push(diff.clone());
+        }
+        lowers.extend(self.lower_dirs(id)?);
+        cut_below_opaque_root(&mut lowers);
+        if lowers.is_empty() || (!read_write && lowers.len() < 2) {
+            // overlayfs needs a lower layer (two without an upper on older kernels).
+            let empty = dir.join("empty");
+            fsutil::mkdir(&empty, 0o755)?;
+            lowers.push(empty);
+        }
+        let upper = read_write.then_some((diff.as_path(), work.as_path()));
+        mount_overlay(&lowers, upper, &merged, volatile).map_err(|reason| DriverError::Mount {
+            id: id.to_string(),
+            reason,
+        })?;
+        Ok(merged)
+    }
+
+    /// Unmount every mount stacked on the layer's merged dir.
+    fn unmount_all(&self, id: &str) -> Result<(), DriverError> {
+        if Self::check_id(id).is_err() {
+            return Ok(());
+        }
+        let dir = self.dir(id);
+        let merged = dir.join("merged");
+        // Loop in case the same layer was mounted more than once (stacked mounts).
+        for _ in 0..16 {
+            if !mounted_at(&dir, &merged) {
+                return Ok(());
+            }
+            match unmount_path(&merged) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(()),
+                Err(e) => return Err(DriverError::io("unmount", &merged, e)),
+            }
+        }
+        if mounted_at(&dir, &merged) {
+            return Err(DriverError::Mount {
+                id: id.to_string(),
+                reason: "still mounted after repeated unmounts".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Open (creating if needed) the overlay driver directory `ROOT/overlay`.
     pub fn open(dir: &Path) -> Result<Overlay, DriverError> {
         std::fs::create_dir_all(dir.join(LINK_DIR))
@@ -320,9 +405,19 @@ impl Driver for Overlay {
             Err(e) => return Err(DriverError::io("mkdir", &dir, e)),
         }
         fsutil::mkdir(&dir.join("diff"), 0o755)?;
-        if kind == LayerKind::ReadWrite {
+        if kind != LayerKind::ReadOnly {
             fsutil::mkdir(&dir.join("work"), 0o700)?;
             fsutil::mkdir(&dir.join("merged"), 0o700)?;
+        }
+        if kind == LayerKind::Container {
+            if let Some(lower) = lower {
+                fsutil::write_atomic(&dir.join("lower"), lower.as_bytes())?;
+            }
+            // No short link: nothing stacks on a container. The marker tells `remove` there is
+            // no symlink to look for; it needs no fsync (lost, `remove` just searches `l/`).
+            std::fs::write(dir.join("link"), NO_LINK)
+                .map_err(|e| DriverError::io("write", dir.join("link"), e))?;
+            return Ok(());
         }
         let short = loop {
             let short = fsutil::random_name(SHORT_LEN);
@@ -351,6 +446,7 @@ impl Driver for Overlay {
         }
         self.unmount(id)?;
         let links = match self.read_link_name(id) {
+            Some(short) if short == NO_LINK => Vec::new(),
             Some(short) => vec![self.home.join(LINK_DIR).join(short)],
             // Half-created layer: the symlink may exist without the `link` file.
             None => self.find_links_to(id),
@@ -379,62 +475,15 @@ impl Driver for Overlay {
     }
 
     fn mount(&self, id: &str) -> Result<PathBuf, DriverError> {
-        Self::check_id(id)?;
-        let dir = self.dir(id);
-        let diff = dir.join("diff");
-        if !diff.is_dir() {
-            return Err(DriverError::NotFound(id.to_string()));
-        }
-        let merged = dir.join("merged");
-        if mounted_at(&dir, &merged) {
-            return Ok(merged);
-        }
-        let work = dir.join("work");
-        let read_write = work.is_dir();
-        fsutil::mkdir(&merged, 0o700)?;
-        let mut lowers = Vec::new();
-        if !read_write {
-            lowers.push(diff.clone());
-        }
-        lowers.extend(self.lower_dirs(id)?);
-        if lowers.is_empty() || (!read_write && lowers.len() < 2) {
-            // overlayfs needs a lower layer (two without an upper on older kernels).
-            let empty = dir.join("empty");
-            fsutil::mkdir(&empty, 0o755)?;
-            lowers.push(empty);
-        }
-        let upper = read_write.then_some((diff.as_path(), work.as_path()));
-        mount_overlay(&lowers, upper, &merged).map_err(|reason| DriverError::Mount {
-            id: id.to_string(),
-            reason,
-        })?;
-        Ok(merged)
+        self.mount_with(id, false)
+    }
+
+    fn mount_scratch(&self, id: &str) -> Result<PathBuf, DriverError> {
+        self.mount_with(id, true)
     }
 
     fn unmount(&self, id: &str) -> Result<(), DriverError> {
-        if Self::check_id(id).is_err() {
-            return Ok(());
-        }
-        let dir = self.dir(id);
-        let merged = dir.join("merged");
-        // Loop in case the same layer was mounted more than once (stacked mounts).
-        for _ in 0..16 {
-            if !mounted_at(&dir, &merged) {
-                return Ok(());
-            }
-            match unmount_path(&merged) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(()),
-                Err(e) => return Err(DriverError::io("unmount", &merged, e)),
-            }
-        }
-        if mounted_at(&dir, &merged) {
-            return Err(DriverError::Mount {
-                id: id.to_string(),
-                reason: "still mounted after repeated unmounts".into(),
-            });
-        }
-        Ok(())
+        self.unmount_all(id)
     }
 
     fn is_mounted(&self, id: &str) -> bool {
@@ -701,6 +750,38 @@ mod tests {
         assert_eq!(std::fs::read_dir(&m).unwrap().count(), DEPTH);
         d.unmount("container").unwrap();
         assert!(!d.is_mounted("container"));
+    }
+
+    #[test]
+    fn overlay_opaque_layer_root_hides_the_layers_beneath() {
+        let tmp = fsutil::test_tempdir();
+        let d = Overlay::open(&tmp.path().join("overlay")).unwrap();
+        let _guard = Unmounter(&d, vec!["opq".into(), "top".into(), "rw".into()]);
+        let names = |m: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(m)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        d.create("base", None, LayerKind::ReadOnly).unwrap();
+        std::fs::write(d.diff_dir("base").join("a"), "a").unwrap();
+        d.create("opq", Some("base"), LayerKind::ReadOnly).unwrap();
+        std::fs::write(d.diff_dir("opq").join("c"), "c").unwrap();
+        rustix::fs::setxattr(
+            d.diff_dir("opq"),
+            "trusted.overlay.opaque",
+            b"y",
+            XattrFlags::empty(),
+        )
+        .unwrap();
+        d.create("top", Some("opq"), LayerKind::ReadOnly).unwrap();
+        std::fs::write(d.diff_dir("top").join("e"), "e").unwrap();
+        d.create("rw", Some("top"), LayerKind::ReadWrite).unwrap();
+        assert_eq!(names(&d.mount("opq").unwrap()), ["c"]);
+        assert_eq!(names(&d.mount("top").unwrap()), ["c", "e"]);
+        assert_eq!(names(&d.mount("rw").unwrap()), ["c", "e"]);
     }
 
     #[test]

@@ -234,8 +234,12 @@ impl Copier {
             }
         }
         if !done && md.size() > 0 {
-            // std's File→File copy uses copy_file_range (then sendfile, then read/write).
-            std::io::copy(&mut sf, &mut df).map_err(|e| DriverError::io("copy", d, e))?;
+            if md.blocks().saturating_mul(512) < md.size() {
+                copy_sparse(&sf, &df, md.size()).map_err(|e| DriverError::io("copy", d, e))?;
+            } else {
+                // std's File→File copy uses copy_file_range (then sendfile, then read/write).
+                std::io::copy(&mut sf, &mut df).map_err(|e| DriverError::io("copy", d, e))?;
+            }
         }
         rustix::fs::fchown(&df, Some(uid(md.uid())), Some(gid(md.gid())))
             .map_err(|e| DriverError::io("chown", d, e.into()))?;
@@ -341,6 +345,41 @@ fn list_xattrs(p: &Path) -> Result<Vec<u8>, Errno> {
     }
 }
 
+/// Copies a file with holes (fewer blocks than bytes) keeping its holes: only the data
+/// segments (`SEEK_DATA`/`SEEK_HOLE`) are copied, at their offsets, and the length set last.
+/// A plain copy (copy_file_range without reflinks, as on ext4) would write the zeros out, so a
+/// layer stored sparse (see `archive::extract`) would take its full size again in every vfs
+/// child layer.
+fn copy_sparse(src: &File, dst: &File, size: u64) -> std::io::Result<()> {
+    use rustix::fs::{SeekFrom, copy_file_range, seek};
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match seek(src, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if data >= size {
+            break;
+        }
+        let hole = seek(src, SeekFrom::Hole(data))?.min(size);
+        let (mut off_in, mut off_out) = (data, data);
+        while off_in < hole {
+            let want = usize::try_from(hole - off_in)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            if copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "file shrank while being copied",
+                ));
+            }
+        }
+        pos = hole;
+    }
+    dst.set_len(size)
+}
+
 fn uid(u: u32) -> rustix::fs::Uid {
     rustix::fs::Uid::from_raw(u)
 }
@@ -383,6 +422,37 @@ mod tests {
             },
         };
         rustix::fs::utimensat(CWD, p, &t, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    }
+
+    #[test]
+    fn vfs_copy_keeps_holes() {
+        use std::os::unix::fs::FileExt;
+        let tmp = fsutil::test_tempdir();
+        let d = Vfs::open(&tmp.path().join("vfs")).unwrap();
+        d.create("base", None, LayerKind::ReadOnly).unwrap();
+        let f = File::create(d.diff_dir("base").join("sparse")).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"middle", 64 << 20).unwrap();
+        f.set_len(1 << 30).unwrap();
+        drop(f);
+        d.create("child", Some("base"), LayerKind::ReadOnly)
+            .unwrap();
+        let c = d.diff_dir("child").join("sparse");
+        let md = std::fs::metadata(&c).unwrap();
+        assert_eq!(md.len(), 1 << 30);
+        assert!(
+            md.blocks() * 512 <= 1 << 20,
+            "{} bytes used",
+            md.blocks() * 512
+        );
+        let f = File::open(&c).unwrap();
+        let mut buf = [0u8; 6];
+        f.read_exact_at(&mut buf, 64 << 20).unwrap();
+        assert_eq!(&buf, b"middle");
+        f.read_exact_at(&mut buf[..4], 0).unwrap();
+        assert_eq!(&buf[..4], b"head");
+        f.read_exact_at(&mut buf, (1 << 30) - 6).unwrap();
+        assert_eq!(buf, [0; 6]);
     }
 
     #[test]

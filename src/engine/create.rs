@@ -11,10 +11,18 @@ impl Engine {
         &self,
         name: Option<&str>,
         image: &str,
-        config: RunConfig,
+        mut config: RunConfig,
     ) -> Result<Container, EngineError> {
         let rec = self.images().resolve(image)?;
         let lease = self.lease();
+        // The image's VOLUMEs get anonymous volumes (unless a mount covers them).
+        let (_, cfg) = self.images().config(&rec.id)?;
+        let image_volumes: Vec<String> = cfg
+            .field("Volumes")
+            .and_then(|v| v.as_object())
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        self.resolve_mounts(&mut config, &image_volumes, &lease)?;
         let top = match &rec.top_layer {
             Some(t) => Some(self.layers().acquire(&lease, t)?.ok_or_else(|| {
                 EngineError::Invalid(format!("image {image}: top layer {t} missing"))
@@ -38,6 +46,12 @@ impl Engine {
             drop(lease);
             let _ = self.collect_layers();
         }
-        Ok(made?)
+        let c = made?;
+        if let Err(e) = self.copy_up(&c) {
+            let _ = self.containers().remove(&c);
+            self.remove_anonymous_volumes(&c);
+            return Err(e);
+        }
+        Ok(c)
     }
 }

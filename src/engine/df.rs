@@ -42,6 +42,9 @@ pub struct DiskUsage {
     /// Every layer some image uses, each counted once.
     pub layers_size: u64,
     pub containers: Vec<ContainerUsage>,
+    /// Bytes of partial downloads (`ingest/*.partial`): image data not yet in any image,
+    /// removed by `image prune` / `system prune` (and by age).
+    pub partial_downloads: u64,
 }
 
 /// SizeRw of writable layer `id` on `parent` (cache-ids).
@@ -190,10 +193,20 @@ impl Engine {
                 },
             })
             .collect();
+        let partial_downloads = std::fs::read_dir(self.root.join("ingest"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
         Ok(DiskUsage {
             images,
             layers_size,
             containers,
+            partial_downloads,
         })
     }
 }

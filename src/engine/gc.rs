@@ -283,6 +283,9 @@ impl Engine {
                     false,
                 );
                 if s.repair {
+                    // Never into a staged bind source (a host directory).
+                    crate::runtime::mounts::remove_staging(&p.join("mounts"))
+                        .map_err(io_err(format!("removing {}", p.display())))?;
                     remove_path(&p).map_err(io_err(format!("removing {}", p.display())))?;
                 }
             }
@@ -343,6 +346,41 @@ impl Engine {
             );
             if s.repair {
                 remove_path(&p).map_err(io_err(format!("removing {}", p.display())))?;
+            }
+        }
+        // 9. Volume directories no record names and no live lease holds (a create or remove
+        //    that was killed), and copy-ups that were killed (`_copyup.*` beside `_data`) in
+        //    volumes nobody holds. A volume that is still named is never touched.
+        let volumes = self.volumes();
+        for name in volumes.leftovers()? {
+            let p = volumes.dir().join(&name);
+            note(
+                format!("volume directory {name}: no volume has that name"),
+                du(&p),
+                false,
+            );
+            if s.repair {
+                volumes.remove_dir(&name)?;
+            }
+        }
+        for v in volumes.list()? {
+            if self.is_held(Held::Volume, &v.name)? {
+                continue;
+            }
+            let dir = volumes.dir().join(&v.name);
+            for entry in names_in(&dir) {
+                if !entry.starts_with("_copyup.") {
+                    continue;
+                }
+                let p = dir.join(&entry);
+                note(
+                    format!("volume {}: interrupted copy-up {entry}", v.name),
+                    du(&p),
+                    false,
+                );
+                if s.repair {
+                    remove_path(&p).map_err(io_err(format!("removing {}", p.display())))?;
+                }
             }
         }
         Ok(found)

@@ -13,13 +13,13 @@ use crate::content::read_bounded;
 use crate::digest::{Digest, HashingReader};
 use crate::image::archive_format::{
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, DockerArchiveEntry, Index,
-    Manifest, digest_in_blob_path,
+    Manifest, check_layer_media_types, digest_in_blob_path,
 };
 use crate::image::{ImageConfig, Reference};
 use crate::layer::LayerSource;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAX_JSON: u64 = 32 << 20;
@@ -29,6 +29,16 @@ struct ArchiveIndex {
     path: PathBuf,
     files: HashMap<String, (u64, u64)>,
     links: HashMap<String, String>,
+    /// Whether the archive ends with its end-of-archive block. Go's archive/tar (so Docker)
+    /// accepts an archive cut at an entry boundary; so does this index, but something missing
+    /// from such an archive is then reported as the truncation it most likely is.
+    terminated: bool,
+}
+
+/// Why the outer archive cannot be read, worded as Docker words it where it has a wording.
+/// The tar crate's own messages are not passed on: on garbage input they quote the garbage.
+fn unexpected_eof() -> EngineError {
+    EngineError::Invalid("unexpected EOF".into())
 }
 
 fn clean(p: &str) -> String {
@@ -47,14 +57,44 @@ fn clean(p: &str) -> String {
 
 impl ArchiveIndex {
     fn build(path: &Path) -> Result<ArchiveIndex, EngineError> {
-        let f = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+        let mut f = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+        let len = f
+            .metadata()
+            .map_err(io_err(format!("reading {}", path.display())))?
+            .len();
+        if len < 512 {
+            return Err(unexpected_eof());
+        }
+        let mut first = [0u8; 512];
+        f.read_exact(&mut first)
+            .and_then(|()| f.seek(SeekFrom::Start(0)))
+            .map_err(io_err(format!("reading {}", path.display())))?;
+        if !archive::is_tar_header(&first) {
+            return Err(EngineError::Invalid(
+                "invalid archive: not a tar archive (invalid tar header)".into(),
+            ));
+        }
         let mut ar = tar::Archive::new(BufReader::new(f));
-        let bad =
-            |e: io::Error| EngineError::Invalid(format!("invalid archive {}: {e}", path.display()));
+        // Where the next header is expected: after the last entry read.
+        let mut next = 0u64;
+        let bad = |next: u64| {
+            if len.saturating_sub(next) < 512 {
+                unexpected_eof()
+            } else {
+                EngineError::Invalid(format!(
+                    "invalid archive: invalid tar header at offset {next}"
+                ))
+            }
+        };
         let mut files = HashMap::new();
         let mut links = HashMap::new();
-        for ent in ar.entries_with_seek().map_err(bad)? {
-            let ent = ent.map_err(bad)?;
+        for ent in ar.entries_with_seek().map_err(|_| bad(next))? {
+            let ent = ent.map_err(|_| bad(next))?;
+            let end = ent.raw_file_position() + ent.size();
+            if end > len {
+                return Err(unexpected_eof());
+            }
+            next = end.next_multiple_of(512);
             let name = clean(&String::from_utf8_lossy(&ent.path_bytes()));
             match ent.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -82,7 +122,17 @@ impl ArchiveIndex {
             path: path.to_path_buf(),
             files,
             links,
+            terminated: len >= next + 512,
         })
+    }
+
+    /// The error for a file the archive should hold but does not.
+    fn missing(&self, what: String) -> EngineError {
+        if self.terminated {
+            EngineError::Invalid(format!("invalid archive: {what}"))
+        } else {
+            unexpected_eof()
+        }
     }
 
     fn locate(&self, name: &str) -> Option<(u64, u64)> {
@@ -99,7 +149,7 @@ impl ArchiveIndex {
     fn open(&self, name: &str) -> Result<io::Take<File>, EngineError> {
         let (off, len) = self
             .locate(name)
-            .ok_or_else(|| EngineError::Invalid(format!("invalid archive: {name} is missing")))?;
+            .ok_or_else(|| self.missing(format!("{name} is missing")))?;
         let mut f =
             File::open(&self.path).map_err(io_err(format!("opening {}", self.path.display())))?;
         f.seek(SeekFrom::Start(off))
@@ -168,8 +218,8 @@ impl Engine {
         } else if index.has("index.json") {
             self.oci_images(&index)?
         } else {
-            return Err(EngineError::Invalid(
-                "invalid archive: neither manifest.json (docker save) nor index.json (OCI layout) found".into(),
+            return Err(index.missing(
+                "neither manifest.json (docker save) nor index.json (OCI layout) found".into(),
             ));
         };
         let mut out = Vec::new();
@@ -189,9 +239,7 @@ impl Engine {
             let open = || File::open(p).map_err(io_err(format!("opening {}", p.display())));
             let f = open()?;
             let is_file = f.metadata().map(|m| m.is_file()).unwrap_or(false);
-            let (compression, _) = archive::decompress(f).map_err(|e| {
-                EngineError::Invalid(format!("invalid archive {}: {e}", p.display()))
-            })?;
+            let (compression, _) = archive::decompress(f).map_err(invalid_stream)?;
             if compression == archive::Compression::None && is_file {
                 return Ok((p.to_path_buf(), None));
             }
@@ -201,12 +249,22 @@ impl Engine {
     }
 
     fn spool(&self, r: impl Read) -> Result<(PathBuf, Option<TempPath>), EngineError> {
-        let (_, mut r) = archive::decompress(r)
-            .map_err(|e| EngineError::Invalid(format!("invalid archive: {e}")))?;
+        let (_, mut r) = archive::decompress(r).map_err(invalid_stream)?;
         let p = self.tmp_dir()?.join(format!("load-{}", random_hex(8)));
         let guard = TempPath(p.clone());
         let mut f = File::create(&p).map_err(io_err(format!("creating {}", p.display())))?;
-        io::copy(&mut r, &mut f).map_err(io_err("reading the archive"))?;
+        // Read and write errors are told apart: only the first are the input's fault.
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(invalid_stream(archive::ArchiveError::Read(e))),
+            };
+            f.write_all(&buf[..n])
+                .map_err(io_err(format!("writing {}", p.display())))?;
+        }
         Ok((p, Some(guard)))
     }
 
@@ -214,6 +272,12 @@ impl Engine {
         let raw = index.read_json("manifest.json")?;
         let entries: Vec<DockerArchiveEntry> = serde_json::from_slice(&raw)
             .map_err(|e| EngineError::Invalid(format!("invalid archive: manifest.json: {e}")))?;
+        // Loading nothing is not a success: the user meant to load an image.
+        if entries.is_empty() {
+            return Err(EngineError::Invalid(
+                "invalid archive: manifest.json lists no image".into(),
+            ));
+        }
         let mut out = Vec::new();
         for e in entries {
             let config = index.read_json(&e.config)?;
@@ -259,6 +323,11 @@ impl Engine {
         let raw = index.read_json("index.json")?;
         let idx: Index = serde_json::from_slice(&raw)
             .map_err(|e| EngineError::Invalid(format!("invalid archive: index.json: {e}")))?;
+        if idx.manifests.is_empty() {
+            return Err(EngineError::Invalid(
+                "invalid archive: index.json lists no manifest".into(),
+            ));
+        }
         let mut out = Vec::new();
         let mut stack: Vec<(Descriptor, Option<String>)> =
             idx.manifests.into_iter().map(|d| (d, None)).collect();
@@ -266,6 +335,7 @@ impl Engine {
         while let Some((desc, inherited_name)) = stack.pop() {
             let blob = blob_path(&desc.digest);
             let bytes = index.read_json(&blob)?;
+            check_size(&desc, bytes.len() as u64)?;
             if Digest::of(&bytes) != desc.digest {
                 return Err(EngineError::Invalid(format!(
                     "invalid archive: {blob} does not match its digest"
@@ -293,16 +363,23 @@ impl Engine {
                             .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
                     })
                     .or_else(|| sub.manifests.first())
-                    .cloned();
-                if let Some(m) = pick {
-                    stack.push((m, name));
-                }
+                    .cloned()
+                    .ok_or_else(|| {
+                        EngineError::Invalid(format!(
+                            "invalid archive: index {} lists no manifest",
+                            desc.digest
+                        ))
+                    })?;
+                stack.push((pick, name));
                 continue;
             }
             let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
                 EngineError::Invalid(format!("invalid archive: manifest {blob}: {e}"))
             })?;
+            check_layer_media_types(&m.layers)
+                .map_err(|e| EngineError::Invalid(format!("invalid archive: {e}")))?;
             let config = index.read_json(&blob_path(&m.config.digest))?;
+            check_size(&m.config, config.len() as u64)?;
             if Digest::of(&config) != m.config.digest {
                 return Err(EngineError::Invalid(format!(
                     "invalid archive: config {} does not match its digest",
@@ -316,6 +393,12 @@ impl Engine {
                 ],
                 None => vec![],
             };
+            for l in &m.layers {
+                let (_, len) = index
+                    .locate(&blob_path(&l.digest))
+                    .ok_or_else(|| index.missing(format!("layer {} is missing", l.digest)))?;
+                check_size(l, len)?;
+            }
             let layer_paths = m
                 .layers
                 .iter()
@@ -347,9 +430,9 @@ impl Engine {
         for ((path, blob_digest), diff_id) in
             f.layer_paths.into_iter().zip(cfg.rootfs.diff_ids.iter())
         {
-            let (off, len) = index.locate(&path).ok_or_else(|| {
-                EngineError::Invalid(format!("invalid archive: layer {path} is missing"))
-            })?;
+            let (off, len) = index
+                .locate(&path)
+                .ok_or_else(|| index.missing(format!("layer {path} is missing")))?;
             let file = index.path.clone();
             let what = format!("layer {path}");
             sources.push(LayerSource {
@@ -389,6 +472,30 @@ impl Engine {
             f.manifest.as_ref(),
         )?;
         Ok(Loaded { id, names: f.names })
+    }
+}
+
+/// A descriptor's size must be the blob's: a mismatch is a damaged or forged archive (and
+/// OCI requires rejecting it), whatever the digest then says.
+fn check_size(desc: &Descriptor, actual: u64) -> Result<(), EngineError> {
+    if u64::try_from(desc.size).ok() != Some(actual) {
+        return Err(EngineError::Invalid(format!(
+            "invalid archive: blob {} is {actual} bytes, its descriptor says {}",
+            desc.digest, desc.size
+        )));
+    }
+    Ok(())
+}
+
+/// An error reading the (possibly compressed) input stream, without the spool file's path:
+/// the CLI names the user's file. A stream that ends early is Docker's "unexpected EOF".
+fn invalid_stream(e: archive::ArchiveError) -> EngineError {
+    match e {
+        archive::ArchiveError::Read(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            unexpected_eof()
+        }
+        archive::ArchiveError::Read(e) => EngineError::Invalid(format!("invalid archive: {e}")),
+        e => EngineError::Invalid(format!("invalid archive: {e}")),
     }
 }
 

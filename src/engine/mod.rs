@@ -19,6 +19,7 @@ pub mod push;
 pub mod remove;
 pub mod run;
 pub mod save;
+pub mod volumes;
 
 use crate::container::{ContainerError, ContainerStore};
 use crate::content::{ContentError, ContentStore};

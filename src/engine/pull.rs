@@ -16,7 +16,9 @@
 use super::{Engine, EngineError, io_err};
 use crate::archive;
 use crate::digest::{Digest, Hasher, chain_ids};
-use crate::image::archive_format::{Descriptor, Index, MT_DOCKER_LIST, MT_OCI_INDEX, Manifest};
+use crate::image::archive_format::{
+    Descriptor, Index, MT_DOCKER_LIST, MT_OCI_INDEX, Manifest, check_layer_media_types,
+};
 use crate::image::{ImageConfig, Reference};
 use crate::layer::{LayerError, LayerSource};
 use crate::lock::LockFile;
@@ -426,25 +428,209 @@ fn media_type_of(header: &str, bytes: &[u8]) -> String {
         .unwrap_or_else(|| header.to_string())
 }
 
-/// `os/arch[/variant]` (default: linux and the host's architecture).
-fn wanted_platform(p: Option<&str>) -> Result<(String, String, Option<String>), EngineError> {
-    match p {
-        None => Ok(("linux".into(), super::load::host_arch().to_string(), None)),
-        Some(s) => {
-            let parts: Vec<&str> = s.split('/').collect();
-            match parts.as_slice() {
-                [os, arch] if !os.is_empty() && !arch.is_empty() => {
-                    Ok((os.to_string(), arch.to_string(), None))
-                }
-                [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => {
-                    Ok((os.to_string(), arch.to_string(), Some(v.to_string())))
-                }
-                _ => Err(EngineError::Invalid(format!(
-                    "invalid platform {s:?}: expected os/arch[/variant]"
-                ))),
-            }
+/// What `--platform` asks for, normalized as containerd's `platforms.Parse` does.
+#[derive(Debug, PartialEq)]
+struct WantedPlatform {
+    os: String,
+    arch: String,
+    variant: Option<String>,
+    /// Given by the user (a single manifest must then match it), not the host's default.
+    explicit: bool,
+}
+
+impl std::fmt::Display for WantedPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        match &self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
         }
     }
+}
+
+impl WantedPlatform {
+    fn matches(&self, os: &str, arch: &str, variant: Option<&str>) -> bool {
+        os == self.os
+            && arch == self.arch
+            && (self.variant.is_none() || variant == self.variant.as_deref())
+    }
+}
+
+/// Go's GOOS and GOARCH values: a one-word `--platform` must be one of them (containerd's rule).
+const KNOWN_OS: &[&str] = &[
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "hurd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "nacl",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+    "zos",
+];
+const KNOWN_ARCH: &[&str] = &[
+    "386",
+    "amd64",
+    "amd64p32",
+    "arm",
+    "armbe",
+    "arm64",
+    "arm64be",
+    "loong64",
+    "mips",
+    "mipsle",
+    "mips64",
+    "mips64le",
+    "mips64p32",
+    "mips64p32le",
+    "ppc",
+    "ppc64",
+    "ppc64le",
+    "riscv",
+    "riscv64",
+    "s390",
+    "s390x",
+    "sparc",
+    "sparc64",
+    "wasm",
+];
+
+fn normalize_os(os: &str) -> String {
+    match os.to_ascii_lowercase().as_str() {
+        "macos" => "darwin".into(),
+        o => o.into(),
+    }
+}
+
+/// containerd's `normalizeArch`: the aliases distributions use, and variants made canonical.
+fn normalize_arch(arch: &str, variant: Option<&str>) -> (String, Option<String>) {
+    let arch = arch.to_ascii_lowercase();
+    let variant = variant.map(str::to_ascii_lowercase);
+    match arch.as_str() {
+        "i386" => ("386".into(), None),
+        "x86_64" | "x86-64" | "amd64" => ("amd64".into(), variant.filter(|v| v != "v1")),
+        "aarch64" | "arm64" => ("arm64".into(), variant.filter(|v| v != "8" && v != "v8")),
+        "armhf" => ("arm".into(), Some("v7".into())),
+        "armel" => ("arm".into(), Some("v6".into())),
+        "arm" => (
+            "arm".into(),
+            variant.map(|v| match v.as_str() {
+                "5" | "6" | "7" | "8" => format!("v{v}"),
+                _ => v,
+            }),
+        ),
+        _ => (arch, variant),
+    }
+}
+
+/// Parses `--platform` (default: linux and the host's architecture) as Docker does, so that a
+/// typo is refused before anything is fetched rather than pulling the default platform.
+fn wanted_platform(p: Option<&str>) -> Result<WantedPlatform, EngineError> {
+    let host = super::load::host_arch();
+    let Some(s) = p else {
+        return Ok(WantedPlatform {
+            os: "linux".into(),
+            arch: host.into(),
+            variant: None,
+            explicit: false,
+        });
+    };
+    let invalid = |why: &str| EngineError::Invalid(format!("{s:?}: {why}: invalid argument"));
+    let parts: Vec<&str> = s.split('/').collect();
+    if let Some(bad) = parts.iter().find(|c| {
+        c.is_empty()
+            || !c
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+    }) {
+        return Err(invalid(&format!(
+            "{bad:?} is an invalid component of {s:?}: platform specifier component must match \"^[A-Za-z0-9_-]+$\""
+        )));
+    }
+    let (os, (arch, variant)) = match parts.as_slice() {
+        [one] => {
+            let os = normalize_os(one);
+            if KNOWN_OS.contains(&os.as_str()) {
+                (os, (host.to_string(), None))
+            } else {
+                let (arch, variant) = normalize_arch(one, None);
+                if !KNOWN_ARCH.contains(&arch.as_str()) {
+                    return Err(invalid("unknown operating system or architecture"));
+                }
+                ("linux".to_string(), (arch, variant))
+            }
+        }
+        [os, arch] => (normalize_os(os), normalize_arch(arch, None)),
+        [os, arch, v] => (normalize_os(os), normalize_arch(arch, Some(v))),
+        _ => return Err(invalid("cannot parse platform specifier")),
+    };
+    Ok(WantedPlatform {
+        os,
+        arch,
+        variant,
+        explicit: true,
+    })
+}
+
+/// The manifest of `want`'s platform in a manifest list / OCI index.
+fn select_manifest(idx: &Index, want: &WantedPlatform) -> Result<Descriptor, EngineError> {
+    idx.manifests
+        .iter()
+        .find(|m| {
+            m.platform.as_ref().is_some_and(|p| {
+                let (arch, variant) = normalize_arch(&p.architecture, p.variant.as_deref());
+                want.matches(&normalize_os(&p.os), &arch, variant.as_deref())
+            })
+        })
+        .cloned()
+        .ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "no matching manifest for {want} in the manifest list entries"
+            ))
+        })
+}
+
+/// An image manifest as received, refused when it is not one strata can unpack: schema 1,
+/// or layers that are not layer tars (an artifact's manifest, a config listed as a layer).
+fn parse_manifest(bytes: &[u8], media_type: &str) -> Result<Manifest, EngineError> {
+    if media_type.contains("distribution.manifest.v1") {
+        return Err(EngineError::Invalid(
+            "Docker image manifest schema 1 is not supported".into(),
+        ));
+    }
+    let m: Manifest = serde_json::from_slice(bytes)
+        .map_err(|e| EngineError::Invalid(format!("invalid manifest: {e}")))?;
+    check_layer_media_types(&m.layers)
+        .map_err(|e| EngineError::Invalid(format!("invalid manifest: {e}")))?;
+    Ok(m)
+}
+
+/// A single-platform image pulled with an explicit `--platform` must be of that platform
+/// (Docker's check and wording), rather than silently being whatever the tag points at.
+fn check_platform(r: &str, cfg: &ImageConfig, want: &WantedPlatform) -> Result<(), EngineError> {
+    let (arch, variant) = normalize_arch(&cfg.architecture, cfg.variant.as_deref());
+    let os = normalize_os(&cfg.os);
+    if !want.explicit || want.matches(&os, &arch, variant.as_deref()) {
+        return Ok(());
+    }
+    let actual = WantedPlatform {
+        os,
+        arch,
+        variant,
+        explicit: false,
+    };
+    Err(EngineError::Invalid(format!(
+        "image with reference {r} was found but does not match the specified platform: wanted {want}, actual: {actual}"
+    )))
 }
 
 impl Engine {
@@ -455,6 +641,8 @@ impl Engine {
         opts: &PullOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<Vec<Pulled>, EngineError> {
+        // A bad --platform is the user's typo: refused before any network access.
+        wanted_platform(opts.platform.as_deref())?;
         let parsed = Reference::parse(name)?;
         let scope = format!("repository:{}:pull", parsed.path);
         let client = Arc::new(Client::new(&parsed.domain, &opts.client, vec![scope])?);
@@ -509,27 +697,7 @@ impl Engine {
         let (manifest_bytes, manifest_mt) = if is_index(&top_mt, &top_bytes) {
             let idx: Index = serde_json::from_slice(&top_bytes)
                 .map_err(|e| invalid(format!("invalid manifest list: {e}")))?;
-            let (os, arch, variant) = wanted_platform(opts.platform.as_deref())?;
-            let pick = idx
-                .manifests
-                .iter()
-                .find(|m| {
-                    m.platform.as_ref().is_some_and(|p| {
-                        p.os == os
-                            && p.architecture == arch
-                            && (variant.is_none() || p.variant == variant)
-                    })
-                })
-                .ok_or_else(|| {
-                    let want = match &variant {
-                        Some(v) => format!("{os}/{arch}/{v}"),
-                        None => format!("{os}/{arch}"),
-                    };
-                    invalid(format!(
-                        "no matching manifest for {want} in the manifest list entries"
-                    ))
-                })?
-                .clone();
+            let pick = select_manifest(&idx, &wanted_platform(opts.platform.as_deref())?)?;
             let (b, h) = client.get_manifest(&repo, &pick.digest.to_string())?;
             if Digest::of(&b) != pick.digest {
                 return Err(invalid(format!(
@@ -543,13 +711,7 @@ impl Engine {
         } else {
             (top_bytes, top_mt)
         };
-        if manifest_mt.contains("distribution.manifest.v1") {
-            return Err(invalid(
-                "Docker image manifest schema 1 is not supported".into(),
-            ));
-        }
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
-            .map_err(|e| invalid(format!("invalid manifest: {e}")))?;
+        let manifest = parse_manifest(&manifest_bytes, &manifest_mt)?;
         let manifest_digest = Digest::of(&manifest_bytes);
         docs.push((manifest_digest.clone(), manifest_mt, manifest_bytes.clone()));
 
@@ -561,6 +723,13 @@ impl Engine {
         };
         let cfg = ImageConfig::parse(&config_bytes)
             .map_err(|e| invalid(format!("invalid image config: {e}")))?;
+        if docs.len() == 1 {
+            check_platform(
+                &r.familiar(),
+                &cfg,
+                &wanted_platform(opts.platform.as_deref())?,
+            )?;
+        }
         let diff_ids = cfg.rootfs.diff_ids.clone();
         if diff_ids.len() != manifest.layers.len() {
             return Err(invalid(format!(

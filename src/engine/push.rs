@@ -125,11 +125,14 @@ impl Read for Counting {
 }
 
 /// The exact tar of `layer`, gzip-compressed into the content store. Returns its descriptor.
+/// `held_by` (store root, session, lease id): the blob is leased before it appears in the
+/// store, through this thread's own connection, until push records it.
 fn compress_layer(
     files: &LayerFiles,
     layer: &Layer,
     tmp_dir: &Path,
     blobs_dir: &Path,
+    held_by: (&Path, &str, &str),
 ) -> Result<Descriptor, EngineError> {
     let tmp = tmp_dir.join(format!("push-{}", random_hex(8)));
     let guard = TmpFile(tmp.clone());
@@ -150,6 +153,9 @@ fn compress_layer(
         .into_inner()
         .map_err(|e| io_err("compressing a layer")(e.into_error()))?;
     f.sync_all().map_err(io_err("syncing a compressed layer"))?;
+    let meta = crate::meta::Meta::open(&held_by.0.join("meta.db"))?;
+    crate::lease::Lease::share(&meta, held_by.1, held_by.2)
+        .hold(crate::lease::Held::Blob, &digest.to_string())?;
     let dest = blobs_dir.join(digest.hex());
     if !dest.exists() {
         fs::rename(&tmp, &dest).map_err(io_err(format!("keeping blob {digest}")))?;
@@ -381,6 +387,11 @@ impl Engine {
         let blobs_dir = self.root.join("content/blobs/sha256");
         let tmp_dir = self.tmp_dir()?;
         let files = store.files();
+        let (root, session, lease_id) = (
+            self.root.clone(),
+            self.session_token().to_string(),
+            lease.id().to_string(),
+        );
         // Top layer first (as the progress lines were printed); results back in layer order.
         let order: Vec<usize> = (0..layers.len()).rev().collect();
         let mut results: Vec<(usize, Result<Sent, EngineError>)> = worker_pool::run_bounded(
@@ -408,7 +419,13 @@ impl Engine {
                         });
                     }
                 }
-                let d = compress_layer(&files, &layers[i], &tmp_dir, &blobs_dir)?;
+                let d = compress_layer(
+                    &files,
+                    &layers[i],
+                    &tmp_dir,
+                    &blobs_dir,
+                    (&root, &session, &lease_id),
+                )?;
                 let local = blobs_dir.join(d.digest.hex());
                 send_blob(
                     &client,

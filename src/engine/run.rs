@@ -126,8 +126,12 @@ fn record_exit(
     st.pid = 0;
     let _ = dir.write_state(&st);
     let _ = store.set_state(&c.id, "exited");
-    if c.config.auto_remove {
-        let _ = store.remove(c);
+    if c.config.auto_remove
+        && store.remove(c).is_ok()
+        && let Some(root) = store.root()
+    {
+        let volumes = crate::volume::VolumeStore::new(store.meta, root, "");
+        super::volumes::remove_anonymous(&volumes, c);
     }
     st
 }
@@ -480,6 +484,12 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
             .iter()
             .map(|(d, p)| (d.clone(), p.as_path()))
             .collect();
+        let extra =
+            super::volumes::spec_mounts(&engine.volumes(), &rootfs, c, &dir.dir.join("mounts"))
+                .map_err(|e| RunError::StartFailed {
+                    name: c.name.clone(),
+                    msg: e.to_string(),
+                })?;
         let doc = spec::runtime_spec(&SpecInput {
             id: &c.id,
             hostname: &hostname,
@@ -487,6 +497,7 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
             process: &process,
             network,
             etc_files: &files,
+            extra_mounts: &extra,
         });
         let bundle = dir.bundle();
         fs::create_dir_all(&bundle).map_err(io_err("creating the bundle"))?;
@@ -498,6 +509,7 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
         Ok(())
     })();
     if let Err(e) = prepared {
+        crate::runtime::mounts::detach_all(&dir.dir.join("mounts"));
         let _ = store.unmount(c, false);
         let _ = dir.write_state(&before);
         return Err(e);
@@ -577,6 +589,9 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
     let mut reader = BufReader::new(File::from(notify_r));
     let mut line = String::new();
     let _ = reader.read_line(&mut line);
+    // The runtime has made its own mounts of the staged bind sources (or failed): the
+    // staging mounts are not needed any more.
+    crate::runtime::mounts::detach_all(&dir.dir.join("mounts"));
     let line = line.trim_end();
     if let Some(pid) = line.strip_prefix("started ") {
         return Ok(Started {

@@ -75,6 +75,40 @@ impl Descriptor {
     }
 }
 
+/// Media types a layer descriptor may have: a tar, plain or gzip/zstd compressed, in Docker's
+/// and OCI's names (non-distributable and foreign layers included: they are tars too).
+/// Anything else in a manifest's `layers` (a config, a text file, an artifact) is not a file
+/// system layer, and unpacking it as one would fail later with a confusing tar error, or not
+/// at all.
+pub const LAYER_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.docker.image.rootfs.diff.tar",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+];
+
+/// Why a manifest's layer descriptors cannot be unpacked, if they cannot: the first one whose
+/// media type is not a layer tar.
+pub fn check_layer_media_types(layers: &[Descriptor]) -> Result<(), String> {
+    match layers
+        .iter()
+        .find(|l| !LAYER_MEDIA_TYPES.contains(&l.media_type.as_str()))
+    {
+        Some(l) => Err(format!(
+            "layer {} has media type {:?}, which is not a layer tar",
+            l.digest, l.media_type
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The digest a `docker save` path names, if it names one: `blobs/sha256/<hex>`,
 /// `<hex>.json`, `<hex>/layer.tar` (classic layout: the hex there is a v1 ID, not a digest).
 pub fn digest_in_blob_path(path: &str) -> Option<Digest> {

@@ -102,6 +102,9 @@ pub struct SpecInput<'a> {
     pub network: Network,
     /// Files bind-mounted read-write over /etc/hosts, /etc/resolv.conf, /etc/hostname.
     pub etc_files: &'a [(String, &'a Path)],
+    /// The container's volumes, binds and tmpfs mounts (`runtime::mounts::oci_mount`),
+    /// parents first.
+    pub extra_mounts: &'a [Value],
 }
 
 pub fn runtime_spec(i: &SpecInput) -> Value {
@@ -116,6 +119,7 @@ pub fn runtime_spec(i: &SpecInput) -> Value {
     for (dest, src) in i.etc_files {
         mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
     }
+    mounts.extend(i.extra_mounts.iter().cloned());
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -258,6 +262,7 @@ mod tests {
             process: &p,
             network: Network::None,
             etc_files: &[("/etc/hosts".into(), hosts)],
+            extra_mounts: &[],
         });
         let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
         let proc_ = spec.process().as_ref().unwrap();
