@@ -6,6 +6,7 @@ pub mod atomic_file;
 pub mod container;
 pub mod content;
 pub mod digest;
+pub mod dockerfile;
 pub mod driver;
 pub mod engine;
 pub mod failpoint;

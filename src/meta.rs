@@ -89,6 +89,31 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 CREATE INDEX IF NOT EXISTS leases_lease ON leases(lease);
 CREATE INDEX IF NOT EXISTS leases_session ON leases(session);
+-- build (src/engine/build): the step cache (key -> the step's image), the stat cache of
+-- context files (path + stat fields -> sha256), and each built image's parent image (so
+-- `images` hides intermediate images, as Docker's).
+CREATE TABLE IF NOT EXISTS build_cache (
+  key        TEXT PRIMARY KEY,
+  image_id   TEXT NOT NULL,
+  created    TEXT NOT NULL,
+  last_used  TEXT NOT NULL,
+  uses       INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS build_cache_image ON build_cache(image_id);
+CREATE TABLE IF NOT EXISTS build_files (
+  path    TEXT PRIMARY KEY,
+  dev     INTEGER NOT NULL,
+  ino     INTEGER NOT NULL,
+  size    INTEGER NOT NULL,
+  mtime   INTEGER NOT NULL,
+  ctime   INTEGER NOT NULL,
+  digest  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_parents (
+  image_id  TEXT PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+  parent    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS image_parents_parent ON image_parents(parent);
 CREATE TABLE IF NOT EXISTS containers (
   id          TEXT PRIMARY KEY,
   name        TEXT NOT NULL UNIQUE,

@@ -300,6 +300,8 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
     if a.verbose && a.format == "table" {
         return df_verbose(&engine, &du, &mut out);
     }
+    let cache = engine.build_cache_usage()?;
+    let cache_size: u64 = cache.iter().map(|c| c.size).sum();
     let vols = engine.volume_usage()?;
     let active_images = du.images.iter().filter(|i| i.containers > 0).count();
     let used: u64 = du
@@ -346,7 +348,7 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
             vols.iter().filter(|v| v.1 == 0).map(|v| v.2).sum(),
             true,
         ),
-        df_row("Build Cache", 0, 0, 0, 0, false),
+        df_row("Build Cache", cache.len(), 0, cache_size, cache_size, false),
     ];
     if a.format == "json" || a.format == "{{json .}}" {
         for r in rows {
@@ -460,10 +462,15 @@ fn df_verbose(
     }
     table(out, &vt)?;
 
-    writeln!(out, "\nBuild cache usage: 0B\n")?;
-    table(
+    let cache = engine.build_cache_usage()?;
+    let cache_size: u64 = cache.iter().map(|c| c.size).sum();
+    writeln!(
         out,
-        &[[
+        "\nBuild cache usage: {}\n",
+        human_size_prec(cache_size, 4)
+    )?;
+    let mut t = vec![
+        [
             "CACHE ID",
             "CACHE TYPE",
             "SIZE",
@@ -473,8 +480,21 @@ fn df_verbose(
             "SHARED",
         ]
         .map(String::from)
-        .to_vec()],
-    )?;
+        .to_vec(),
+    ];
+    for c in &cache {
+        let hex = c.key.strip_prefix("sha256:").unwrap_or(&c.key);
+        t.push(vec![
+            hex[..12.min(hex.len())].to_string(),
+            "regular".into(),
+            human_size_prec(c.size, 4),
+            ago(&c.created),
+            ago(&c.last_used),
+            c.uses.to_string(),
+            "false".into(),
+        ]);
+    }
+    table(out, &t)?;
     Ok(0)
 }
 

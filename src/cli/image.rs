@@ -262,7 +262,15 @@ pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
     };
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
+    let parents = if a.all {
+        Default::default()
+    } else {
+        engine.images().parents()?
+    };
     for img in sorted_images(&engine)? {
+        if img.tags.is_empty() && img.digests.is_empty() && parents.contains(&img.id.to_string()) {
+            continue;
+        }
         let digest = img
             .digests
             .first()
@@ -373,15 +381,20 @@ pub fn history(cli: &Cli, a: &HistoryArgs) -> Result<i32> {
         "SIZE".into(),
         "COMMENT".into(),
     ]];
+    // Row i from the top belongs to the i-th ancestor, while ancestors are known locally
+    // (images built here record their parent), as Docker's history.
+    let mut ids = vec![rec.id.clone()];
+    while ids.len() < entries.len() {
+        match engine.images().parent_of(ids.last().expect("one"))? {
+            Some(p) if engine.images().get(&p)?.is_some() => ids.push(p),
+            _ => break,
+        }
+    }
     for (i, (h, size)) in entries.iter().enumerate() {
-        let id = if i == 0 {
-            if a.no_trunc {
-                rec.id.to_string()
-            } else {
-                rec.id.short()
-            }
-        } else {
-            "<missing>".to_string()
+        let id = match ids.get(i) {
+            Some(d) if a.no_trunc => d.to_string(),
+            Some(d) => d.short(),
+            None => "<missing>".to_string(),
         };
         if a.quiet {
             writeln!(out, "{id}")?;

@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch: one file per command group.
 
+mod build;
 mod container;
 mod containerfs;
 mod format;
@@ -39,6 +40,10 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Build(build::BuildArgs),
+    /// Manage builds
+    #[command(subcommand)]
+    Builder(build::BuilderCmd),
     Load(image::LoadArgs),
     Save(image::SaveArgs),
     Import(image::ImportArgs),
@@ -119,6 +124,8 @@ pub fn main() -> i32 {
 
 fn run(cli: &Cli) -> Result<i32> {
     match &cli.cmd {
+        Command::Build(a) => build::build(cli, a),
+        Command::Builder(c) => build::builder_cmd(cli, c),
         Command::Load(a) => image::load(cli, a),
         Command::Save(a) => image::save(cli, a),
         Command::Import(a) => image::import(cli, a),

@@ -274,7 +274,7 @@ impl Engine {
 
     /// Ingest the container's changes as a layer on `parent`, streaming the tar through a pipe.
     /// None when there is nothing to record.
-    fn commit_layer(
+    pub(crate) fn commit_layer(
         &self,
         lease: &Lease,
         c: &Container,

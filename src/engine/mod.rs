@@ -5,6 +5,7 @@
 //! the session of a dead one runs the collector (`gc`), which removes what no record or live
 //! lease names, while others keep working.
 
+pub mod build;
 pub mod commit;
 pub mod copy;
 pub mod create;

@@ -129,15 +129,38 @@ impl Engine {
             .into_iter()
             .map(|c| c.image_id)
             .collect();
-        for rec in self.images().list()? {
-            let dangling = rec.tags.is_empty() && rec.digests.is_empty();
-            if (dangling || all) && !used.contains(&rec.id) {
-                let mut r = Removal::default();
-                self.delete_image(&rec, &mut r)?;
-                lines.extend(r.lines.into_iter().map(|l| {
-                    l.replacen("Untagged: ", "untagged: ", 1)
-                        .replacen("Deleted: ", "deleted: ", 1)
-                }));
+        // An image whose config a live lease holds is being built (a build's step images):
+        // left alone. Dangling means untagged and nobody's parent (a build's intermediate
+        // images stay while the image built on them does, as Docker's); removing a dangling
+        // image can make its untagged parent dangling, so repeat until nothing changes.
+        let held: std::collections::HashSet<String> = {
+            let conn = self.meta.conn();
+            let mut st = conn.prepare("SELECT key FROM leases WHERE kind = 'blob'")?;
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?
+        };
+        loop {
+            let parents = self.images().parents()?;
+            let mut progress = false;
+            for rec in self.images().list()? {
+                let id = rec.id.to_string();
+                let dangling =
+                    rec.tags.is_empty() && rec.digests.is_empty() && !parents.contains(&id);
+                if (dangling || all) && !used.contains(&rec.id) && !held.contains(&id) {
+                    let mut r = Removal::default();
+                    self.delete_image(&rec, &mut r)?;
+                    progress = true;
+                    lines.extend(r.lines.into_iter().map(|l| {
+                        l.replacen("Untagged: ", "untagged: ", 1).replacen(
+                            "Deleted: ",
+                            "deleted: ",
+                            1,
+                        )
+                    }));
+                }
+            }
+            if !progress || all {
+                break;
             }
         }
         // Then whatever no record names (layers of images deleted before, partial downloads

@@ -105,6 +105,31 @@ impl<'a> ImageStore<'a> {
         Ok(id)
     }
 
+    /// IDs of images some built image names as its parent (table `image_parents`): untagged,
+    /// they are intermediate images, which `images` lists only with `-a`, as Docker's.
+    pub fn parents(&self) -> Result<std::collections::HashSet<String>, ImageError> {
+        let mut st = self
+            .meta
+            .conn()
+            .prepare("SELECT DISTINCT parent FROM image_parents")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The image a built image was made from (`image_parents`), if recorded.
+    pub fn parent_of(&self, id: &Digest) -> Result<Option<Digest>, ImageError> {
+        let p: Option<String> = self
+            .meta
+            .conn()
+            .query_row(
+                "SELECT parent FROM image_parents WHERE image_id=?1",
+                params![id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(p.and_then(|p| p.parse().ok()))
+    }
+
     pub fn get(&self, id: &Digest) -> Result<Option<ImageRecord>, ImageError> {
         let row = self
             .meta
