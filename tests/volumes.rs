@@ -470,3 +470,21 @@ fn killed_volume_operations_leave_no_half_volume() {
     }
     s.fsck_clean();
 }
+
+#[test]
+fn df_counts_a_containers_local_volumes() {
+    let s = store();
+    let c = s.ok(&["create", "-v", "named:/data", "bb:latest", "true"]);
+    let out = s.ok(&["system", "df", "-v"]);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&c.trim()[..12]))
+        .unwrap_or_else(|| panic!("{out}"));
+    // IMAGE's VOLUME /app (anonymous) and `named`: two local volumes.
+    assert_eq!(row.split_whitespace().nth(3), Some("2"), "{row}");
+    let json = s.ok(&["ps", "-a", "--format", "json"]);
+    assert!(json.contains("\"LocalVolumes\":\"2\""), "{json}");
+    s.ok(&["rm", "-v", c.trim()]);
+    s.ok(&["volume", "rm", "named"]);
+    s.fsck_clean();
+}

@@ -263,7 +263,7 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
                 out,
                 "{}",
                 json!({"Command": format!("{:?}", ellipsis(&cmd, 20)), "CreatedAt": c.created, "ID": id_of(c), "Image": c.image_ref,
-                       "Labels": "", "LocalVolumes": "0", "Mounts": "", "Names": c.name, "Networks": "", "Ports": "",
+                       "Labels": "", "LocalVolumes": super::containerfs::local_volumes(c).to_string(), "Mounts": "", "Names": c.name, "Networks": "", "Ports": "",
                        "RunningFor": ago(&c.created), "Size": sizes.get(&c.id).map_or("0B", String::as_str), "State": c.state, "Status": status(c)})
             )?;
         }

@@ -446,7 +446,7 @@ fn df_verbose(
             c.id[..12].to_string(),
             c.image_ref.clone(),
             format!("\"{}\"", ellipsis(&cmd, 20)),
-            "0".into(),
+            local_volumes(c).to_string(),
             human_size(u.rw),
             ago(&c.created),
             super::run::status_text(&engine.root, c),
@@ -526,4 +526,13 @@ mod tests {
             ["Local Volumes", "0", "0", "0B", "0B"]
         );
     }
+}
+
+/// Docker's LOCAL VOLUMES of a container: its mounts of local volumes.
+pub(super) fn local_volumes(c: &Container) -> usize {
+    c.config
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "volume")
+        .count()
 }
