@@ -498,6 +498,15 @@ fn df_verbose(
     Ok(0)
 }
 
+/// Docker's LOCAL VOLUMES of a container: its mounts of local volumes.
+pub(super) fn local_volumes(c: &Container) -> usize {
+    c.config
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "volume")
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,13 +535,4 @@ mod tests {
             ["Local Volumes", "0", "0", "0B", "0B"]
         );
     }
-}
-
-/// Docker's LOCAL VOLUMES of a container: its mounts of local volumes.
-pub(super) fn local_volumes(c: &Container) -> usize {
-    c.config
-        .mounts
-        .iter()
-        .filter(|m| m.kind == "volume")
-        .count()
 }
