@@ -4,17 +4,23 @@
 # a large context (FILES files, MB megabytes in all) with one `COPY . /src`, cold, then
 # rebuilt unchanged, and after `touch`ing every file (the stat cache re-reads them, the step
 # stays cached). Medians via hyperfine. Base image: busybox-static via `strata import`.
-# Usage: bench/build.sh   (RUNS=20 FILES=20000 MB=1000 NO_BUILD=1)
+# Usage: bench/build.sh   (RUNS=20 FILES=20000 MB=1000 NO_BUILD=1 STRATA=path/to/strata)
 set -eu
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-20}
 FILES=${FILES:-20000}
 MB=${MB:-1000}
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q
-S="$PWD/target/release/strata"
-ROOT=/var/tmp/strata-bench-build
+if [ -z "${STRATA:-}" ]; then
+  [ -n "${NO_BUILD:-}" ] || cargo build --release -q
+  STRATA=$PWD/target/release/strata
+fi
+S=$STRATA
+# Store, contexts and work dirs on the journaled bench filesystem (see bench/benchfs.sh).
+BENCHFS=$(./bench/benchfs.sh)
+ROOT=$BENCHFS/strata-bench-build
 export STRATA_ROOT=$ROOT STRATA_STORAGE_DRIVER=overlay
-work=$(mktemp -d /var/tmp/strata-bench-build.XXXXXX)
+work=$(mktemp -d "$BENCHFS/strata-bench-build.XXXXXX")
+echo "strata: $S; store: $ROOT; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 cleanup() { rm -rf "$work" "$ROOT"; }
 trap cleanup EXIT
 rm -rf "$ROOT"
