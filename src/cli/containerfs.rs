@@ -142,15 +142,8 @@ pub fn cp(cli: &Cli, a: &CpArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn confirm(what: &str) -> Result<bool> {
-    eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
-}
-
 pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
-    if !a.force && !confirm("all stopped containers")? {
+    if !a.force && !super::confirmed("WARNING! This will remove all stopped containers.")? {
         return Ok(0);
     }
     let engine = cli.engine()?;

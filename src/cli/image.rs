@@ -522,10 +522,7 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
         } else {
             "all dangling images"
         };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !super::confirmed(&format!("WARNING! This will remove {what}."))? {
             return Ok(0);
         }
     }

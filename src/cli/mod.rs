@@ -166,6 +166,15 @@ fn run(cli: &Cli) -> Result<i32> {
 
 /// The error and its causes on one line, skipping a cause whose text the message before it
 /// already includes (library errors often embed their source in their own message).
+/// Docker's prompt before a prune: the warning, then `Are you sure you want to continue?
+/// [y/N]`; true when the user answers y or yes.
+pub(crate) fn confirmed(warning: &str) -> Result<bool> {
+    eprint!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {

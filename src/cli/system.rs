@@ -125,12 +125,9 @@ pub fn prune(cli: &Cli, a: &super::image::PruneArgs) -> Result<i32> {
         } else {
             "all dangling images"
         };
-        eprint!(
-            "WARNING! This will remove:\n  - all stopped containers\n  - {images}\n  - unused build cache, partial downloads and leftovers of interrupted commands\n\nAre you sure you want to continue? [y/N] "
-        );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !super::confirmed(&format!(
+            "WARNING! This will remove:\n  - all stopped containers\n  - {images}\n  - unused build cache, partial downloads and leftovers of interrupted commands\n"
+        ))? {
             return Ok(0);
         }
     }

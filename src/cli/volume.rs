@@ -229,10 +229,7 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
         } else {
             "anonymous local volumes not used by at least one container"
         };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !super::confirmed(&format!("WARNING! This will remove {what}."))? {
             return Ok(0);
         }
     }

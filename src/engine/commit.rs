@@ -171,7 +171,7 @@ impl Engine {
     /// applied. Returns the image ID.
     pub fn commit(&self, c: &Container, o: &CommitOptions) -> Result<Digest, EngineError> {
         let (bytes, base) = self.images().config(&c.image_id)?;
-        let mut cfg: Map<String, Value> = serde_json::from_slice(&bytes)
+        let cfg: Map<String, Value> = serde_json::from_slice(&bytes)
             .map_err(|e| EngineError::Invalid(format!("image {}: config: {e}", c.image_id)))?;
         let mut cc: Map<String, Value> = cfg
             .get("config")
@@ -229,29 +229,14 @@ impl Engine {
         if let Some(m) = o.message.filter(|m| !m.is_empty()) {
             h.insert("comment".into(), json!(m));
         }
-        let mut diff_ids: Vec<Value> = base
-            .rootfs
-            .diff_ids
-            .iter()
-            .map(|d| json!(d.to_string()))
-            .collect();
-        match &new_layer {
-            Some(l) => {
-                diff_ids.push(json!(l.diff_id.to_string()));
-                chain.push(l.clone());
-            }
-            None => {
-                h.insert("empty_layer".into(), json!(true));
-            }
-        }
-        let mut history = cfg
-            .get("history")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        history.push(Value::Object(h));
-        cfg.insert("config".into(), Value::Object(cc));
-        cfg.insert("created".into(), json!(now));
+        let mut cfg = crate::image::config::child_config(
+            cfg,
+            cc,
+            &now,
+            h,
+            new_layer.as_ref().map(|l| &l.diff_id),
+        );
+        chain.extend(new_layer);
         cfg.insert("container".into(), json!(c.id));
         cfg.remove("container_config");
         cfg.remove("comment");
@@ -259,11 +244,6 @@ impl Engine {
             Some(a) => cfg.insert("author".into(), json!(a)),
             None => cfg.remove("author"),
         };
-        cfg.insert(
-            "rootfs".into(),
-            json!({"type": "layers", "diff_ids": diff_ids}),
-        );
-        cfg.insert("history".into(), Value::Array(history));
         let out = serde_json::to_vec(&Value::Object(cfg)).expect("serializable");
         let parsed = ImageConfig::parse(&out).map_err(crate::image::ImageError::from)?;
         let names: Vec<Reference> = o.name.cloned().into_iter().collect();

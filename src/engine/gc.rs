@@ -325,12 +325,11 @@ impl Engine {
                 continue;
             };
             let p = ingest.join(&name);
-            let Ok(_l) = LockFile::try_exclusive(&locks.join(format!("blob-{hex}"))) else {
+            // Taken: no pull is writing it (held for the check and the removal).
+            let Ok(Some(_writer)) = LockFile::try_exclusive(&locks.join(format!("blob-{hex}")))
+            else {
                 continue;
             };
-            if _l.is_none() {
-                continue; // a pull is writing it
-            }
             let age = fs::metadata(&p)
                 .and_then(|m| m.modified())
                 .ok()

@@ -102,3 +102,35 @@ pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .ok()
         .map(|t| t.with_timezone(&chrono::Utc))
 }
+
+/// The config of an image made from `base` by one step (`commit`, a build step): `run_config`
+/// as its `config`, `created`, history entry `entry` appended (marked `empty_layer` when the
+/// step added no layer), and the new layer's diffID appended to `rootfs.diff_ids`. What else
+/// a caller drops or sets (`container`, `author`…) is its own.
+pub fn child_config(
+    mut base: serde_json::Map<String, serde_json::Value>,
+    run_config: serde_json::Map<String, serde_json::Value>,
+    created: &str,
+    mut entry: serde_json::Map<String, serde_json::Value>,
+    new_diff_id: Option<&Digest>,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{Value, json};
+    let array = |v: Option<&Value>| v.and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut diff_ids = array(base.get("rootfs").and_then(|r| r.get("diff_ids")));
+    match new_diff_id {
+        Some(d) => diff_ids.push(json!(d.to_string())),
+        None => {
+            entry.insert("empty_layer".into(), json!(true));
+        }
+    }
+    let mut history = array(base.get("history"));
+    history.push(Value::Object(entry));
+    base.insert("config".into(), Value::Object(run_config));
+    base.insert("created".into(), json!(created));
+    base.insert("history".into(), Value::Array(history));
+    base.insert(
+        "rootfs".into(),
+        json!({"type": "layers", "diff_ids": diff_ids}),
+    );
+    base
+}

@@ -113,39 +113,18 @@ impl Builder<'_, '_> {
         key: Option<&str>,
     ) -> Result<Digest, BuildError> {
         let now = self.created_time();
-        let mut cfg = st.config.clone();
         let mut h = Map::new();
         h.insert("created".into(), json!(now));
         h.insert("created_by".into(), json!(created_by));
-        let mut diff_ids = cfg
-            .get("rootfs")
-            .and_then(|r| r.get("diff_ids"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let mut chain = st.layers.clone();
-        match layer {
-            Some(l) => {
-                diff_ids.push(json!(l.diff_id.to_string()));
-                chain.push(l);
-            }
-            None => {
-                h.insert("empty_layer".into(), json!(true));
-            }
-        }
-        let mut history = cfg
-            .get("history")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        history.push(Value::Object(h));
-        cfg.insert("config".into(), Value::Object(run_config));
-        cfg.insert("created".into(), json!(now));
-        cfg.insert("history".into(), Value::Array(history));
-        cfg.insert(
-            "rootfs".into(),
-            json!({"type": "layers", "diff_ids": diff_ids}),
+        let mut cfg = crate::image::config::child_config(
+            st.config.clone(),
+            run_config,
+            &now,
+            h,
+            layer.as_ref().map(|l| &l.diff_id),
         );
+        let mut chain = st.layers.clone();
+        chain.extend(layer);
         cfg.remove("container");
         cfg.remove("container_config");
         let bytes = serde_json::to_vec(&Value::Object(cfg.clone())).expect("serializable");

@@ -92,13 +92,7 @@ impl Builder<'_, '_> {
             network,
             ..RunConfig::default()
         };
-        let c = self.engine.create_container(None, &id.to_string(), cfg)?;
-        let mut tmp = Temp {
-            engine: self.engine,
-            c,
-            ran: false,
-            mounted: false,
-        };
+        let mut tmp = Temp::create(self.engine, &id, cfg)?;
         let short = tmp.c.id[..12].to_string();
         self.say(format!(" ---> Running in {short}"));
         tmp.ran = true;
@@ -203,15 +197,7 @@ impl Builder<'_, '_> {
         }
         let layer = if st.image.is_some() || !st.layers.is_empty() || abs != "/" {
             let id = self.ensure_image(st)?;
-            let c = self
-                .engine
-                .create_container(None, &id.to_string(), RunConfig::default())?;
-            let tmp = Temp {
-                engine: self.engine,
-                c,
-                ran: false,
-                mounted: false,
-            };
+            let tmp = Temp::create(self.engine, &id, RunConfig::default())?;
             let mtime = self.o.source_date_epoch.unwrap_or(0);
             let path = abs.to_string();
             self.engine
@@ -369,15 +355,7 @@ impl Builder<'_, '_> {
                     Some(None) => return Err(bad(format!("stage {f} has no filesystem"))),
                     None => self.base_image(f)?.image.expect("an image"),
                 };
-                let c =
-                    self.engine
-                        .create_container(None, &image.to_string(), RunConfig::default())?;
-                let mut t = Temp {
-                    engine: self.engine,
-                    c,
-                    ran: false,
-                    mounted: false,
-                };
+                let mut t = Temp::create(self.engine, &image, RunConfig::default())?;
                 let root = self.engine.containers().mount(&t.c)?;
                 t.mounted = true;
                 from_tmp = Some(t);
@@ -410,15 +388,7 @@ impl Builder<'_, '_> {
                 return Ok(());
             }
             let id = self.ensure_image(st)?;
-            let c = self
-                .engine
-                .create_container(None, &id.to_string(), RunConfig::default())?;
-            let tmp = Temp {
-                engine: self.engine,
-                c,
-                ran: false,
-                mounted: false,
-            };
+            let tmp = Temp::create(self.engine, &id, RunConfig::default())?;
             let mtime = self.o.source_date_epoch.unwrap_or(0);
             let add = ins.cmd == "add";
             let tree_ref = &tree;

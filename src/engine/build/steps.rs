@@ -3,7 +3,7 @@
 //! `/bin/sh -c #(nop) COPY dir:<hash> in /app `).
 
 use super::{BuildError, Builder, State, go_quote_list};
-use crate::container::Container;
+use crate::container::{Container, RunConfig};
 use crate::digest::Digest;
 use crate::dockerfile::{self, Args, Instruction};
 use crate::engine::{Engine, EngineError, run};
@@ -32,6 +32,23 @@ pub(super) struct Temp<'e> {
     pub(super) c: Container,
     pub(super) ran: bool,
     pub(super) mounted: bool,
+}
+
+impl<'e> Temp<'e> {
+    /// A temporary container on `image` (removed when dropped).
+    pub(super) fn create(
+        engine: &'e Engine,
+        image: &Digest,
+        cfg: RunConfig,
+    ) -> Result<Temp<'e>, BuildError> {
+        let c = engine.create_container(None, &image.to_string(), cfg)?;
+        Ok(Temp {
+            engine,
+            c,
+            ran: false,
+            mounted: false,
+        })
+    }
 }
 
 impl Drop for Temp<'_> {
