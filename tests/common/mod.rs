@@ -103,6 +103,19 @@ impl Store {
         self.inspect(image)["Id"].as_str().unwrap().to_string()
     }
 
+    /// A refused input left nothing: no image, no layer, fsck clean, nothing half-written in
+    /// the temp dirs or the tar-splits.
+    pub fn holds_nothing(&self) {
+        assert_eq!(self.ok(&["images", "-q"]), "", "nothing may be stored");
+        assert!(self.ok(&["info"]).contains("Layers: 0"));
+        self.fsck_clean();
+        for sub in ["tmp", "layers"] {
+            let d = self.path().join(sub);
+            let n = std::fs::read_dir(&d).map(|r| r.count()).unwrap_or(0);
+            assert_eq!(n, 0, "{} not empty", d.display());
+        }
+    }
+
     pub fn fsck_clean(&self) {
         let out = self.ok(&["system", "fsck"]);
         assert!(out.contains("0 problem(s)"), "fsck: {out}");
