@@ -577,3 +577,182 @@ fn independent_stages_run_in_parallel() {
     no_containers(&s);
     s.fsck_clean();
 }
+
+/// The members of a docker-save archive: path -> bytes.
+fn archive_members(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        out.insert(name, data);
+    }
+    out
+}
+
+/// An image's config and its layers as entry listings (path, type, mode, owner, size, content
+/// digest, link): everything the image holds except mtimes, which differ between builds.
+fn saved_image(save: &Path) -> (serde_json::Value, Vec<Vec<String>>) {
+    let m = archive_members(save);
+    let manifest: serde_json::Value = serde_json::from_slice(&m["manifest.json"]).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&m[manifest[0]["Config"].as_str().unwrap()]).unwrap();
+    let mut layers = Vec::new();
+    for l in manifest[0]["Layers"].as_array().unwrap() {
+        let blob = &m[l.as_str().unwrap()];
+        let mut entries = Vec::new();
+        let mut ar = tar::Archive::new(&blob[..]);
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            entries.push(format!(
+                "{} {:?} {:o} {}:{} {} {} {:?}",
+                String::from_utf8_lossy(&e.path_bytes()),
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                data.len(),
+                &sha256_hex(&data)[..12],
+                h.link_name().unwrap()
+            ));
+        }
+        entries.sort();
+        layers.push(entries);
+    }
+    (config, layers)
+}
+
+/// The same Dockerfile built by Docker's classic builder (`DOCKER_BUILDKIT=0 docker build`,
+/// the builder whose output and history strata follows) and by strata, from the same base
+/// image: the configs are equal, the history lines equal (the source hashes after `file:` and
+/// `dir:` aside: Docker's are tarsums of the context), and every layer holds the same entries.
+#[test]
+fn matches_docker_classic_builder() {
+    let Some(docker) = common::dockerd::Dockerd::start() else {
+        return;
+    };
+    let s = Store::new("overlay");
+    let w = base(&s);
+    let bb = w.path().join("bb.tar");
+    s.ok(&["save", "-o", bb.to_str().unwrap(), "bb:latest"]);
+    docker.load(&bb);
+    let c = ctx(
+        &w.path().join("ctx"),
+        &[
+            ("a.txt", "hi\n"),
+            ("sub/b", "x\n"),
+            ("sub/deeper/c", "y\n"),
+            (".dockerignore", "ignored\n"),
+            ("ignored", "not copied\n"),
+            (
+                "Dockerfile",
+                r#"FROM bb:latest
+ARG V=1
+ENV A=b C="d e"
+LABEL x=y "k 2"=v
+WORKDIR /app
+COPY a.txt .
+COPY sub /app/sub/
+COPY --chown=app:app sub/b /owned
+ADD t.tar /opt/
+RUN echo "Hello world" > /tmp/newfile && echo $V > v && mkdir -p /var/empty
+WORKDIR rel
+USER app
+EXPOSE 80 443/udp
+VOLUME /data
+HEALTHCHECK --interval=5s CMD true
+STOPSIGNAL SIGTERM
+SHELL ["/bin/sh", "-c"]
+ONBUILD RUN echo hi
+ENTRYPOINT ["/bin/sh"]
+CMD ["-c", "echo hi"]
+"#,
+            ),
+        ],
+    );
+    std::fs::set_permissions(
+        c.join("a.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let t = std::process::Command::new("tar")
+        .args(["-C", c.to_str().unwrap(), "-cf", "t.tar", "sub"])
+        .current_dir(&c)
+        .status()
+        .unwrap();
+    assert!(t.success());
+
+    let o = docker
+        .cmd(&[
+            "build",
+            "--network",
+            "none",
+            "-t",
+            "cmp:1",
+            c.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    build(&s, &c, &["--network", "none", "-t", "cmp:1"]);
+
+    let (dsave, ssave) = (w.path().join("d.tar"), w.path().join("s.tar"));
+    docker.ok(&["save", "-o", dsave.to_str().unwrap(), "cmp:1"]);
+    s.ok(&["save", "-o", ssave.to_str().unwrap(), "cmp:1"]);
+    let (dconf, dlayers) = saved_image(&dsave);
+    let (sconf, slayers) = saved_image(&ssave);
+
+    // Docker's classic builder also writes the container config's zero values and the parent
+    // image's ID into the image config; strata writes only what is set, as BuildKit does.
+    let mut dconfig = dconf["config"].as_object().unwrap().clone();
+    dconfig.retain(|k, v| {
+        !(k == "Image" || v == &serde_json::json!(false) || v == &serde_json::json!(""))
+    });
+    assert_eq!(
+        sconf["config"],
+        serde_json::Value::Object(dconfig),
+        "image config"
+    );
+    assert_eq!(sconf["rootfs"]["type"], dconf["rootfs"]["type"]);
+    assert_eq!(sconf["architecture"], dconf["architecture"]);
+    assert_eq!(sconf["os"], dconf["os"]);
+    let hashes = |v: &serde_json::Value| -> Vec<(String, bool)> {
+        v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let by = h["created_by"].as_str().unwrap_or("").to_string();
+                let masked = by
+                    .split(' ')
+                    .map(|w| match w.rsplit_once(':') {
+                        Some((k, hash))
+                            if hash.len() == 64
+                                && ["file", "dir", "multi"].iter().any(|t| k.ends_with(t)) =>
+                        {
+                            format!("{k}:HASH")
+                        }
+                        _ => w.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (masked, h["empty_layer"].as_bool().unwrap_or(false))
+            })
+            .collect()
+    };
+    // The base image's own history entry is strata's import in both.
+    assert_eq!(hashes(&sconf), hashes(&dconf), "history");
+    assert_eq!(slayers.len(), dlayers.len(), "layer count");
+    for (i, (sl, dl)) in slayers.iter().zip(&dlayers).enumerate() {
+        assert_eq!(sl, dl, "layer {i} ({})", hashes(&sconf)[i].0);
+    }
+}

@@ -264,6 +264,8 @@ impl Builder<'_, '_> {
             );
         }
         let mut dest = words.pop().expect("two words");
+        // History shows the destination as written (`in . `), as Docker's classic builder.
+        let dest_as_written = dest.clone();
         let cwd = st
             .run_config()
             .get("WorkingDir")
@@ -379,9 +381,11 @@ impl Builder<'_, '_> {
             };
             let chown_comment = chown
                 .as_ref()
-                .map(|c| format!("--chown={c} "))
+                // No space before the source hash: Docker's classic builder writes it so.
+                .map(|c| format!("--chown={c}"))
                 .unwrap_or_default();
-            let created_by = format!("/bin/sh -c #(nop) {name} {chown_comment}{digest} in {dest} ");
+            let created_by =
+                format!("/bin/sh -c #(nop) {name} {chown_comment}{digest} in {dest_as_written} ");
             let extra = format!("chmod={chmod:?}");
             let key = self.cache_key(st, &created_by, &extra);
             if self.try_cache(st, &key)? {

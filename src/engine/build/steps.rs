@@ -390,8 +390,12 @@ impl Builder<'_, '_> {
                     .unwrap_or_default();
                 let mut shown = Vec::new();
                 // EXPOSE alone splits expansions into words ($PORTS="80 443"), as Docker's.
+                // Docker's parser sorts the words as written, before expanding them: the
+                // history line is `EXPOSE 443/udp 80` for `EXPOSE 80 443/udp`.
+                let mut written: Vec<&str> = text.split_whitespace().collect();
+                written.sort_unstable();
                 let mut words = Vec::new();
-                for w in text.split_whitespace() {
+                for w in written {
                     words.extend(
                         self.lex
                             .process_words(w, &st.expansion_env())
