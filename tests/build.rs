@@ -627,10 +627,155 @@ fn saved_image(save: &Path) -> (serde_json::Value, Vec<Vec<String>>) {
     (config, layers)
 }
 
-/// The same Dockerfile built by Docker's classic builder (`DOCKER_BUILDKIT=0 docker build`,
-/// the builder whose output and history strata follows) and by strata, from the same base
-/// image: the configs are equal, the history lines equal (the source hashes after `file:` and
-/// `dir:` aside: Docker's are tarsums of the context), and every layer holds the same entries.
+/// Entries of an exported root filesystem (`export` of a container of the image), mtimes aside.
+fn exported(tar_path: &Path) -> Vec<String> {
+    let mut ar = tar::Archive::new(std::fs::File::open(tar_path).unwrap());
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let path = String::from_utf8_lossy(&e.path_bytes())
+            .trim_end_matches('/')
+            .to_string();
+        // The init layer's files (hosts, resolv.conf, …) are the runtime's, not the image's.
+        if matches!(
+            path.as_str(),
+            "etc/hosts"
+                | "etc/hostname"
+                | "etc/resolv.conf"
+                | ".dockerenv"
+                | "dev/console"
+                | "dev/pts"
+                | "dev/shm"
+                | "proc"
+                | "sys"
+                | "dev"
+                | "etc/mtab"
+        ) {
+            continue;
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        out.push(format!(
+            "{path} {:?} {:o} {}:{} {} {:?}",
+            h.entry_type(),
+            h.mode().unwrap() & 0o7777,
+            h.uid().unwrap(),
+            h.gid().unwrap(),
+            &sha256_hex(&data)[..12],
+            h.link_name().unwrap()
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// History lines with the source hashes after `file:`/`dir:` masked (Docker's are tarsums of
+/// the context), and whether each made a layer.
+fn history_lines(config: &serde_json::Value) -> Vec<(String, bool)> {
+    config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let by = h["created_by"].as_str().unwrap_or("");
+            let masked = by
+                .split(' ')
+                .map(|w| match w.rsplit_once(':') {
+                    Some((k, hash))
+                        if hash.len() == 64
+                            && ["file", "dir", "multi"].iter().any(|t| k.ends_with(t)) =>
+                    {
+                        format!("{k}:HASH")
+                    }
+                    _ => w.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            (masked, h["empty_layer"].as_bool().unwrap_or(false))
+        })
+        .collect()
+}
+
+/// Build `dir` with docker's classic builder and with strata as `tag`; compare the image
+/// config, the history, every layer's entries and the exported root filesystem.
+fn compare_with_docker(
+    docker: &common::dockerd::Dockerd,
+    s: &Store,
+    work: &Path,
+    dir: &Path,
+    tag: &str,
+) {
+    let o = docker
+        .cmd(&[
+            "build",
+            "--network",
+            "none",
+            "-t",
+            tag,
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "docker build {tag}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    build(s, dir, &["--network", "none", "-t", tag]);
+
+    let name = tag.replace([':', '/'], "-");
+    let (dsave, ssave) = (
+        work.join(format!("{name}-d.tar")),
+        work.join(format!("{name}-s.tar")),
+    );
+    docker.ok(&["save", "-o", dsave.to_str().unwrap(), tag]);
+    s.ok(&["save", "-o", ssave.to_str().unwrap(), tag]);
+    let (dconf, dlayers) = saved_image(&dsave);
+    let (sconf, slayers) = saved_image(&ssave);
+
+    // Docker's classic builder also writes the container config's zero values and the parent
+    // image's ID into the image config (nulls, false, ""); strata writes only what is set, as
+    // BuildKit does.
+    let mut dconfig = dconf["config"].as_object().unwrap().clone();
+    dconfig.retain(|k, v| {
+        !(k == "Image"
+            || v.is_null()
+            || v == &serde_json::json!(false)
+            || v == &serde_json::json!(""))
+    });
+    assert_eq!(
+        sconf["config"],
+        serde_json::Value::Object(dconfig),
+        "{tag}: image config"
+    );
+    for k in ["architecture", "os"] {
+        assert_eq!(sconf[k], dconf[k], "{tag}: {k}");
+    }
+    let (sh, dh) = (history_lines(&sconf), history_lines(&dconf));
+    assert_eq!(sh, dh, "{tag}: history");
+    assert_eq!(slayers.len(), dlayers.len(), "{tag}: layer count");
+    for (i, (sl, dl)) in slayers.iter().zip(&dlayers).enumerate() {
+        let step = sh.iter().filter(|h| !h.1).nth(i).map(|h| h.0.clone());
+        assert_eq!(sl, dl, "{tag}: layer {i} ({step:?})");
+    }
+
+    let (dexp, sexp) = (
+        work.join(format!("{name}-d-export.tar")),
+        work.join(format!("{name}-s-export.tar")),
+    );
+    let dc = docker.ok(&["create", "--network", "none", tag, "true"]);
+    docker.ok(&["export", "-o", dexp.to_str().unwrap(), dc.trim()]);
+    docker.ok(&["rm", dc.trim()]);
+    let sc = s.ok(&["create", tag, "true"]);
+    s.ok(&["export", "-o", sexp.to_str().unwrap(), sc.trim()]);
+    s.ok(&["rm", sc.trim()]);
+    assert_eq!(exported(&sexp), exported(&dexp), "{tag}: exported rootfs");
+}
+
+/// A suite of Dockerfiles built by Docker's classic builder (`DOCKER_BUILDKIT=0 docker
+/// build`, the builder whose output and history strata follows) and by strata from the same
+/// base image: configs, history lines, layers and exported root filesystems are equal.
 #[test]
 fn matches_docker_classic_builder() {
     let Some(docker) = common::dockerd::Dockerd::start() else {
@@ -641,8 +786,10 @@ fn matches_docker_classic_builder() {
     let bb = w.path().join("bb.tar");
     s.ok(&["save", "-o", bb.to_str().unwrap(), "bb:latest"]);
     docker.load(&bb);
-    let c = ctx(
-        &w.path().join("ctx"),
+
+    // Most instructions, ADD of a local tar, --chown, .dockerignore, relative WORKDIR.
+    let all = ctx(
+        &w.path().join("all"),
         &[
             ("a.txt", "hi\n"),
             ("sub/b", "x\n"),
@@ -676,83 +823,50 @@ CMD ["-c", "echo hi"]
         ],
     );
     std::fs::set_permissions(
-        c.join("a.txt"),
+        all.join("a.txt"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
     let t = std::process::Command::new("tar")
-        .args(["-C", c.to_str().unwrap(), "-cf", "t.tar", "sub"])
-        .current_dir(&c)
+        .args(["-cf", "t.tar", "sub"])
+        .current_dir(&all)
         .status()
         .unwrap();
     assert!(t.success());
+    compare_with_docker(&docker, &s, w.path(), &all, "cmp/all:1");
 
-    let o = docker
-        .cmd(&[
-            "build",
-            "--network",
-            "none",
-            "-t",
-            "cmp:1",
-            c.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "docker build: {}",
-        String::from_utf8_lossy(&o.stderr)
+    // The seeds' cow-test pair: a base with the app, and an image adding only a CMD.
+    let cow = ctx(
+        &w.path().join("cow"),
+        &[
+            ("hello.sh", "#!/bin/sh\necho \"Hello world\"\n"),
+            ("Dockerfile", "FROM bb:latest\nCOPY . /app\n"),
+        ],
     );
-    build(&s, &c, &["--network", "none", "-t", "cmp:1"]);
-
-    let (dsave, ssave) = (w.path().join("d.tar"), w.path().join("s.tar"));
-    docker.ok(&["save", "-o", dsave.to_str().unwrap(), "cmp:1"]);
-    s.ok(&["save", "-o", ssave.to_str().unwrap(), "cmp:1"]);
-    let (dconf, dlayers) = saved_image(&dsave);
-    let (sconf, slayers) = saved_image(&ssave);
-
-    // Docker's classic builder also writes the container config's zero values and the parent
-    // image's ID into the image config; strata writes only what is set, as BuildKit does.
-    let mut dconfig = dconf["config"].as_object().unwrap().clone();
-    dconfig.retain(|k, v| {
-        !(k == "Image" || v == &serde_json::json!(false) || v == &serde_json::json!(""))
-    });
-    assert_eq!(
-        sconf["config"],
-        serde_json::Value::Object(dconfig),
-        "image config"
+    compare_with_docker(&docker, &s, w.path(), &cow, "acme/my-base-image:1.0");
+    let fin = ctx(
+        &w.path().join("final"),
+        &[(
+            "Dockerfile",
+            "FROM acme/my-base-image:1.0\nCMD /app/hello.sh\n",
+        )],
     );
-    assert_eq!(sconf["rootfs"]["type"], dconf["rootfs"]["type"]);
-    assert_eq!(sconf["architecture"], dconf["architecture"]);
-    assert_eq!(sconf["os"], dconf["os"]);
-    let hashes = |v: &serde_json::Value| -> Vec<(String, bool)> {
-        v["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                let by = h["created_by"].as_str().unwrap_or("").to_string();
-                let masked = by
-                    .split(' ')
-                    .map(|w| match w.rsplit_once(':') {
-                        Some((k, hash))
-                            if hash.len() == 64
-                                && ["file", "dir", "multi"].iter().any(|t| k.ends_with(t)) =>
-                        {
-                            format!("{k}:HASH")
-                        }
-                        _ => w.to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                (masked, h["empty_layer"].as_bool().unwrap_or(false))
-            })
-            .collect()
-    };
-    // The base image's own history entry is strata's import in both.
-    assert_eq!(hashes(&sconf), hashes(&dconf), "history");
-    assert_eq!(slayers.len(), dlayers.len(), "layer count");
-    for (i, (sl, dl)) in slayers.iter().zip(&dlayers).enumerate() {
-        assert_eq!(sl, dl, "layer {i} ({})", hashes(&sconf)[i].0);
-    }
+    compare_with_docker(&docker, &s, w.path(), &fin, "acme/my-final-image:1.0");
+
+    // Multi-stage with COPY --from, symlinks copied as symlinks, deletes (whiteouts), ENV in
+    // words, several sources into a directory, and a directory's contents copied.
+    let multi = ctx(
+        &w.path().join("multi"),
+        &[
+            ("one", "1\n"),
+            ("two", "2\n"),
+            ("d/x", "x\n"),
+            (
+                "Dockerfile",
+                "FROM bb:latest AS builder\nWORKDIR /w\nRUN echo built > out && ln -s out link && mkdir gone && touch gone/f\nRUN rm -r gone && rm /bin/ls\n\nFROM bb:latest\nENV DEST=/dst\nCOPY --from=builder /w/ $DEST/\nCOPY one two /many/\nCOPY d /flat\nRUN rm /bin/touch\nCMD [\"cat\", \"/dst/out\"]\n",
+            ),
+        ],
+    );
+    std::os::unix::fs::symlink("one", multi.join("lnk")).unwrap();
+    compare_with_docker(&docker, &s, w.path(), &multi, "cmp/multi:1");
 }
