@@ -688,6 +688,10 @@ fn history_lines(config: &serde_json::Value) -> Vec<(String, bool)> {
                     {
                         format!("{k}:HASH")
                     }
+                    // A download's hash stands alone (`ADD <hash> in /dl/`).
+                    _ if w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                        "HASH".to_string()
+                    }
                     _ => w.to_string(),
                 })
                 .collect::<Vec<_>>()
@@ -869,4 +873,103 @@ CMD ["-c", "echo hi"]
     );
     std::os::unix::fs::symlink("one", multi.join("lnk")).unwrap();
     compare_with_docker(&docker, &s, w.path(), &multi, "cmp/multi:1");
+
+    // ADD of a URL: fetched, 0600, not extracted.
+    let port = http_server(std::sync::Arc::new(std::sync::Mutex::new(
+        LayerTar::new().file("inside", b"x").build(),
+    )));
+    let url = ctx(
+        &w.path().join("url"),
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM bb:latest\nADD http://127.0.0.1:{port}/t.tar /dl/\nADD http://127.0.0.1:{port}/t.tar /f\n"
+            ),
+        )],
+    );
+    compare_with_docker(&docker, &s, w.path(), &url, "cmp/url:1");
+}
+
+/// A one-file HTTP server on 127.0.0.1 for `ADD <url>`: serves whatever `body` holds now, with
+/// a fixed Last-Modified, to any number of requests.
+fn http_server(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut req = [0u8; 4096];
+            let _ = std::io::Read::read(&mut c, &mut req);
+            let b = body.lock().unwrap().clone();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n",
+                b.len()
+            );
+            let _ = std::io::Write::write_all(&mut c, head.as_bytes());
+            let _ = std::io::Write::write_all(&mut c, &b);
+        }
+    });
+    port
+}
+
+/// `ADD <url>`: the file is fetched, named after the URL, mode 0600, dated by Last-Modified,
+/// never extracted (even a tar); the cache holds while the content is the same and not when it
+/// changes; a URL that fails is a located error.
+#[test]
+fn add_from_url() {
+    let s = Store::new("overlay");
+    let w = base(&s);
+    let tarball = LayerTar::new().file("inside", b"x").build();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(tarball.clone()));
+    let port = http_server(body.clone());
+    let c = ctx(
+        &w.path().join("c"),
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM bb:latest\nADD http://127.0.0.1:{port}/files/t.tar /dl/\nADD http://127.0.0.1:{port}/x?y=1 /named\n"
+            ),
+        )],
+    );
+    let first = build(&s, &c, &["-t", "dl:1"]);
+    assert!(!first.contains("Using cache"), "{first}");
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "dl:1",
+        "sh",
+        "-c",
+        "stat -c '%a %Y %s' /dl/t.tar /named; ls /dl",
+    ]);
+    let n = tarball.len();
+    assert_eq!(
+        out,
+        format!("600 1445412480 {n}\n600 1445412480 {n}\nt.tar\n"),
+        "not extracted, mode 0600, Last-Modified"
+    );
+    let h = s.ok(&["history", "--no-trunc", "dl:1"]);
+    assert!(h.contains("#(nop) ADD ") && h.contains(" in /dl/ "), "{h}");
+
+    let again = build(&s, &c, &["-t", "dl:2"]);
+    assert_eq!(again.matches("Using cache").count(), 2, "{again}");
+    assert_eq!(s.image_id("dl:1"), s.image_id("dl:2"));
+
+    *body.lock().unwrap() = b"changed".to_vec();
+    let changed = build(&s, &c, &["-t", "dl:3"]);
+    assert!(!changed.contains("Using cache"), "{changed}");
+    assert_eq!(s.ok(&["run", "--rm", "dl:3", "cat", "/named"]), "changed");
+
+    let bad = ctx(
+        &w.path().join("bad"),
+        &[(
+            "Dockerfile",
+            "FROM bb:latest\nADD http://127.0.0.1:1/nothing /n\n",
+        )],
+    );
+    let err = s.fails(&["build", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("ADD http://127.0.0.1:1/nothing"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

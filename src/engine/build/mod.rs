@@ -19,6 +19,7 @@
 
 mod cache;
 pub mod context;
+mod download;
 mod fs_steps;
 mod steps;
 
