@@ -973,3 +973,75 @@ fn add_from_url() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// `--platform` and `FROM --platform=`: what is built carries the platform asked for; a local
+/// base of that platform is used, one of another platform is not (strata tries to pull the
+/// right one, as Docker's classic builder does); a bad platform is refused up front.
+#[test]
+fn build_for_another_platform() {
+    let s = Store::new("overlay");
+    let w = base(&s);
+    let c = ctx(
+        &w.path().join("c"),
+        &[
+            ("a", "a\n"),
+            ("Dockerfile", "FROM scratch\nCOPY a /a\n"),
+            ("Dockerfile.child", "FROM cross:1\nCOPY a /b\n"),
+            ("Dockerfile.wrong", "FROM bb:latest\nCOPY a /b\n"),
+            (
+                "Dockerfile.stage",
+                "ARG P=linux/arm/v7\nFROM --platform=$P scratch AS a\nCOPY a /a\nFROM bb:latest\nCOPY --from=a /a /a\n",
+            ),
+        ],
+    );
+    let platform = |img: &str| {
+        let v = s.inspect(img);
+        format!(
+            "{}/{}{}",
+            v["Os"].as_str().unwrap(),
+            v["Architecture"].as_str().unwrap(),
+            v["Variant"]
+                .as_str()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default()
+        )
+    };
+    build(&s, &c, &["--platform", "linux/arm64", "-t", "cross:1"]);
+    assert_eq!(platform("cross:1"), "linux/arm64");
+    build(
+        &s,
+        &c,
+        &[
+            "--platform",
+            "linux/aarch64",
+            "-f",
+            "Dockerfile.child",
+            "-t",
+            "cross:2",
+        ],
+    );
+    assert_eq!(platform("cross:2"), "linux/arm64");
+    assert_eq!(layers(&s, "cross:2")[0], layers(&s, "cross:1")[0]);
+
+    let err = s.fails(&[
+        "build",
+        "--platform",
+        "linux/arm64",
+        "-f",
+        "Dockerfile.wrong",
+        c.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("Dockerfile.wrong:1") && err.contains("not the wanted linux/arm64"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    build(&s, &c, &["-f", "Dockerfile.stage", "-t", "staged:1"]);
+    let host = platform("bb:latest");
+    assert_eq!(platform("staged:1"), host);
+
+    let err = s.fails(&["build", "--platform", "linux/x/y/z", c.to_str().unwrap()]);
+    assert!(err.contains("linux/x/y/z"), "{err}");
+    no_containers(&s);
+}

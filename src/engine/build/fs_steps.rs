@@ -10,6 +10,7 @@ use crate::container::{Container, RunConfig};
 use crate::digest::Digest;
 use crate::dockerfile::{self, Args, Instruction, ignore::Ignore};
 use crate::engine::run;
+use crate::image::platform::WantedPlatform;
 use serde_json::{Map, Value};
 
 impl Builder<'_, '_> {
@@ -369,7 +370,11 @@ impl Builder<'_, '_> {
                 let image = match lookup(f) {
                     Some(Some(id)) => id,
                     Some(None) => return Err(bad(format!("stage {f} has no filesystem"))),
-                    None => self.base_image(f)?.image.expect("an image"),
+                    None => {
+                        let want = WantedPlatform::parse(self.o.platform.as_deref())
+                            .map_err(|e| bad(e.to_string()))?;
+                        self.base_image(f, &want)?.image.expect("an image")
+                    }
                 };
                 let mut t = Temp::create(self.engine, &image, RunConfig::default())?;
                 let root = self.engine.containers().mount(&t.c)?;
