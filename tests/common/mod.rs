@@ -160,6 +160,35 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.root
     }
+
+    /// Bytes on disk of the driver's layers (du; on btrfs crossing into the subvolumes, which
+    /// are other st_devs of the same filesystem, so shared extents count once per snapshot).
+    pub fn layers_disk_usage(&self) -> u64 {
+        let home = self.layer_home();
+        if self.driver != "btrfs" {
+            return du_bytes(&home);
+        }
+        let o = Command::new("du")
+            .args(["-s", "-B1"])
+            .arg(&home)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// The directory holding the driver's layer directories (named by cache-id).
+    pub fn layer_home(&self) -> PathBuf {
+        match self.driver {
+            "overlay" => self.root.join("overlay"),
+            "btrfs" => self.root.join("btrfs/subvolumes"),
+            _ => self.root.join("vfs/dir"),
+        }
+    }
 }
 
 impl Drop for Store {
