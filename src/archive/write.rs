@@ -303,7 +303,9 @@ impl<W: Write> Writer<W> {
         };
         let ft = FileType::from_raw_mode(st.st_mode);
         let mut h = Header::new_gnu();
-        h.set_mode(st.st_mode & 0o7777);
+        // The file-type bits too (040755, 0100644), as Docker's archive package writes them:
+        // layers strata makes then list like docker's, entry for entry.
+        h.set_mode(st.st_mode & 0o177777);
         h.set_uid(u64::from(st.st_uid));
         h.set_gid(u64::from(st.st_gid));
         h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));

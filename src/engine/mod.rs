@@ -58,6 +58,12 @@ pub enum EngineError {
     Registry(#[from] crate::registry::RegistryError),
 }
 
+impl From<crate::image::platform::InvalidPlatform> for EngineError {
+    fn from(e: crate::image::platform::InvalidPlatform) -> Self {
+        EngineError::Invalid(e.0)
+    }
+}
+
 impl From<rusqlite::Error> for EngineError {
     fn from(e: rusqlite::Error) -> Self {
         EngineError::Meta(MetaError::Sql(e))

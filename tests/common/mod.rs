@@ -2,6 +2,8 @@
 //! `strata` binary, and builders for layer tars and docker-save / OCI archives.
 #![allow(dead_code)]
 
+pub mod dockerd;
+
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
