@@ -96,7 +96,7 @@ both_drivers!(cow_test_pair, |d| {
         out.contains("Successfully tagged acme/my-base-image:1.0"),
         "{out}"
     );
-    let before = s.disk_usage_of(if d == "vfs" { "vfs/dir" } else { "overlay" });
+    let before = s.layers_disk_usage();
     let out = build(
         &s,
         &c,
@@ -121,7 +121,7 @@ both_drivers!(cow_test_pair, |d| {
         layers(&s, "acme/my-base-image:1.0").len(),
         layers(&s, "bb:latest").len() + 1
     );
-    let after = s.disk_usage_of(if d == "vfs" { "vfs/dir" } else { "overlay" });
+    let after = s.layers_disk_usage();
     assert!(
         after <= before + 64 * 1024,
         "no new layer data: {before} -> {after}"

@@ -172,6 +172,7 @@ impl Engine {
                 let chosen = w
                     .map(str::to_string)
                     .unwrap_or_else(|| driver::default_driver_name(root).to_string());
+                driver::usable(root, &chosen)?;
                 // A concurrent first open may have chosen already: insert-if-absent, then read back.
                 meta.write(|tx| -> Result<(), EngineError> {
                     tx.execute(
