@@ -520,16 +520,34 @@ fn prune_and_rmi_during_build() {
             ),
         ],
     );
-    let child = s
-        .cmd(&["build", "-t", "raced", c.to_str().unwrap()])
+    // Stopped as it creates its first container (its base resolved and leased, no container
+    // on it yet): rmi -f then only untags the base, and prune leaves it.
+    let bb = s.image_id("bb:latest");
+    let paused = Paused::start(
+        &s,
+        &["build", "-t", "raced", c.to_str().unwrap()],
+        "container-create",
+    );
+    let rmi = s.ok(&["rmi", "-f", "bb:latest"]);
+    assert_eq!(rmi.trim(), "Untagged: bb:latest", "{rmi}");
+    s.ok(&["image", "prune", "-a", "-f"]);
+    let (ok, out) = paused.resume();
+    assert!(ok, "{out}");
+    assert_eq!(s.ok(&["run", "--rm", "raced"]), "one\ntwo\ndata");
+    // And while its RUN steps go on (timing only decides which step it is in).
+    s.ok(&["tag", &bb, "bb:latest"]);
+    let mut child = s
+        .cmd(&["build", "--no-cache", "-t", "raced", c.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    s.ok(&["rmi", "-f", "bb:latest"]);
     for _ in 0..6 {
-        s.ok(&["image", "prune", "-a", "-f"]);
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        // Dangling only: the build's newest step image is untagged and nobody's parent yet.
+        s.ok(&["image", "prune", "-f"]);
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     let o = child.wait_with_output().unwrap();

@@ -289,12 +289,16 @@ impl<'a> ImageStore<'a> {
     /// so a container created a moment ago keeps its image (Docker keeps such an image,
     /// untagged, until no container uses it). True when deleted.
     pub fn delete_if_unused(&self, id: &Digest) -> Result<bool, ImageError> {
+        // A config blob a live lease holds is a build's base or step image (or an image being
+        // pulled or loaded again): kept, untagged, like an image a container uses.
+        let sql = format!(
+            "DELETE FROM images WHERE id=?1
+             AND NOT EXISTS (SELECT 1 FROM containers WHERE image_id=?1)
+             AND NOT {}",
+            crate::lease::held_sql(crate::lease::Held::Blob, "?1")
+        );
         self.meta.write(|tx| -> Result<bool, ImageError> {
-            Ok(tx.execute(
-                "DELETE FROM images WHERE id=?1
-                 AND NOT EXISTS (SELECT 1 FROM containers WHERE image_id=?1)",
-                params![id.to_string()],
-            )? > 0)
+            Ok(tx.execute(&sql, params![id.to_string()])? > 0)
         })
     }
 }
