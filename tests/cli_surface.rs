@@ -723,7 +723,7 @@ cid=$(docker run -d --name web $REG/lib/bb:1 sleep 1000)
 echo "started ${#cid}"
 docker exec web sh -c 'echo hello from exec'
 docker exec web sh -c 'exit 3' || echo "exec exit $?"
-docker exec web nosuchcommand 2>/dev/null || echo "exec exit $?"
+docker exec web nosuchcommand >/dev/null 2>&1 || echo "exec exit $?"
 docker run --name once $REG/lib/bb:1 sh -c 'echo out; echo err >&2' 2>&1
 docker logs once 2>&1
 docker container logs --tail 1 once
