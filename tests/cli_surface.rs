@@ -724,7 +724,7 @@ echo "started ${#cid}"
 docker exec web sh -c 'echo hello from exec'
 docker exec web sh -c 'exit 3' || echo "exec exit $?"
 docker exec web nosuchcommand >/dev/null 2>&1 || echo "exec exit $?"
-docker run --name once $REG/lib/bb:1 sh -c 'echo out; echo err >&2' 2>&1
+docker run --name once $REG/lib/bb:1 sh -c 'echo out; sleep 0.2; echo err >&2' 2>&1
 docker logs once 2>&1
 docker container logs --tail 1 once
 docker inspect web | grep -c '"Id": '
