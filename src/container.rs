@@ -22,6 +22,8 @@ pub enum ContainerError {
     NameInUse { name: String, id: String },
     #[error("Invalid container name ({0}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     BadName(String),
+    #[error("Renaming a container with the same name as its current name")]
+    SameName,
     #[error("container ID prefix {0:?} is ambiguous")]
     Ambiguous(String),
     #[error("No such image: {0} (it was deleted while the container was being created)")]
@@ -257,10 +259,107 @@ impl<'a> ContainerStore<'a> {
 
     /// Record the container's state word (`created`, `running`, `exited`), as `ps` filters on it.
     pub fn set_state(&self, id: &str, state: &str) -> Result<(), ContainerError> {
+        self.set_state_reporting(id, state, None)
+    }
+
+    /// `set_state`, and the event that reports the change (Docker's `start`, `die` with its
+    /// `exitCode`) in the same transaction, when the state word actually changes.
+    pub fn set_state_reporting(
+        &self,
+        id: &str,
+        state: &str,
+        exit_code: Option<i32>,
+    ) -> Result<(), ContainerError> {
         self.meta.write(|tx| -> Result<(), ContainerError> {
+            let before: Option<(String, String, String)> = tx
+                .query_row(
+                    "SELECT state, name, image_ref FROM containers WHERE id=?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
             tx.execute(
                 "UPDATE containers SET state=?2 WHERE id=?1",
                 params![id, state],
+            )?;
+            if let Some((old, name, image)) = before
+                && old != state
+            {
+                let code = exit_code.unwrap_or(0).to_string();
+                let mut attrs = vec![("image", image.as_str()), ("name", name.as_str())];
+                let action = match state {
+                    "running" => Some("start"),
+                    "exited" => {
+                        attrs.push(("exitCode", &code));
+                        Some("die")
+                    }
+                    _ => None,
+                };
+                if let Some(action) = action {
+                    crate::events::record(tx, "container", action, id, &attrs)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Record an event about a container that changes no record (Docker's `kill`, `stop`).
+    pub fn report(
+        &self,
+        c: &Container,
+        action: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(), ContainerError> {
+        self.meta
+            .write_unsynced(|tx| -> Result<(), ContainerError> {
+                let mut attrs = vec![("image", c.image_ref.as_str()), ("name", c.name.as_str())];
+                attrs.extend_from_slice(extra);
+                crate::events::record(tx, "container", action, &c.id, &attrs)?;
+                Ok(())
+            })
+    }
+
+    /// Give the container a new name, as Docker's `rename` (the old one is free at once).
+    pub fn rename(&self, c: &Container, new_name: &str) -> Result<(), ContainerError> {
+        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
+        if !valid_name(new_name) {
+            return Err(ContainerError::BadName(new_name.to_string()));
+        }
+        if new_name == c.name {
+            return Err(ContainerError::SameName);
+        }
+        self.meta.write(|tx| -> Result<(), ContainerError> {
+            if let Some(id) = tx
+                .query_row(
+                    "SELECT id FROM containers WHERE name=?1",
+                    params![new_name],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+            {
+                return Err(ContainerError::NameInUse {
+                    name: new_name.to_string(),
+                    id,
+                });
+            }
+            if tx.execute(
+                "UPDATE containers SET name=?2 WHERE id=?1",
+                params![c.id, new_name],
+            )? == 0
+            {
+                return Err(ContainerError::NotFound(c.name.clone()));
+            }
+            let old = format!("/{}", c.name);
+            crate::events::record(
+                tx,
+                "container",
+                "rename",
+                &c.id,
+                &[
+                    ("image", &c.image_ref),
+                    ("name", new_name),
+                    ("oldName", &old),
+                ],
             )?;
             Ok(())
         })
@@ -353,6 +452,13 @@ impl<'a> ContainerStore<'a> {
                 if n == 0 {
                     return Err(ContainerError::ImageGone(c.image_id.short()));
                 }
+                crate::events::record(
+                    tx,
+                    "container",
+                    "create",
+                    &c.id,
+                    &[("image", &c.image_ref), ("name", &name)],
+                )?;
                 Ok(())
             });
             match r {
@@ -562,7 +668,15 @@ impl<'a> ContainerStore<'a> {
         // the collector finishes the removal.
         self.meta
             .write_unsynced(|tx| -> Result<(), ContainerError> {
-                tx.execute("DELETE FROM containers WHERE id=?1", params![c.id])?;
+                if tx.execute("DELETE FROM containers WHERE id=?1", params![c.id])? > 0 {
+                    crate::events::record(
+                        tx,
+                        "container",
+                        "destroy",
+                        &c.id,
+                        &[("image", &c.image_ref), ("name", &c.name)],
+                    )?;
+                }
                 Ok(())
             })?;
         Ok(())

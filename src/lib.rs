@@ -9,6 +9,7 @@ pub mod digest;
 pub mod dockerfile;
 pub mod driver;
 pub mod engine;
+pub mod events;
 pub mod failpoint;
 pub mod image;
 pub mod init_layer;

@@ -135,6 +135,16 @@ CREATE TABLE IF NOT EXISTS volumes (
   options    TEXT NOT NULL,
   anonymous  INTEGER NOT NULL
 );
+-- the event log (src/events.rs), written in the transaction of each change it reports.
+CREATE TABLE IF NOT EXISTS events (
+  seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+  time_nano   INTEGER NOT NULL,
+  kind        TEXT NOT NULL,
+  action      TEXT NOT NULL,
+  actor       TEXT NOT NULL,
+  attributes  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_time ON events(time_nano);
 "#;
 
 /// A version number derived from the schema text: editing SCHEMA re-applies it once.

@@ -81,38 +81,107 @@ pub struct PsArgs {
     format: String,
 }
 
+/// Rename a container
+#[derive(Args)]
+pub struct RenameArgs {
+    container: String,
+    new_name: String,
+}
+
+/// List port mappings or a specific mapping for the container
+#[derive(Args)]
+pub struct PortArgs {
+    container: String,
+    /// PRIVATE_PORT[/PROTO]
+    port: Option<String>,
+}
+
+/// `strata container …`: every container command under Docker's management-command name,
+/// sharing the top-level form's arguments and implementation.
 #[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum ContainerCmd {
-    Create(CreateArgs),
-    Mount(MountArgs),
-    Umount(UmountArgs),
-    Export(ExportArgs),
-    Rm(RmArgs),
-    #[command(alias = "ps", alias = "list")]
-    Ls(PsArgs),
-    Inspect(super::system::InspectArgs),
-    Diff(super::containerfs::DiffArgs),
     Commit(super::containerfs::CommitArgs),
     Cp(super::containerfs::CpArgs),
+    Create(CreateArgs),
+    Diff(super::containerfs::DiffArgs),
+    Exec(super::run::ExecArgs),
+    Export(ExportArgs),
+    Inspect(super::system::InspectArgs),
+    Kill(super::run::KillArgs),
+    Logs(super::run::LogsArgs),
+    #[command(alias = "ps", alias = "list")]
+    Ls(PsArgs),
+    Mount(MountArgs),
+    Port(PortArgs),
     Prune(super::containerfs::PruneArgs),
+    Rename(RenameArgs),
+    Restart(super::run::RestartArgs),
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    Run(super::run::RunArgs),
+    Start(super::run::StartArgs),
+    Stop(super::run::StopArgs),
+    Umount(UmountArgs),
+    Wait(super::run::WaitArgs),
 }
 
 pub fn container_cmd(cli: &Cli, c: &ContainerCmd) -> Result<i32> {
+    use super::{containerfs, run};
     match c {
+        ContainerCmd::Commit(a) => containerfs::commit(cli, a),
+        ContainerCmd::Cp(a) => containerfs::cp(cli, a),
         ContainerCmd::Create(a) => create(cli, a),
-        ContainerCmd::Mount(a) => mount(cli, a),
-        ContainerCmd::Umount(a) => umount(cli, a),
+        ContainerCmd::Diff(a) => containerfs::diff(cli, a),
+        ContainerCmd::Exec(a) => run::exec(cli, a),
         ContainerCmd::Export(a) => export(cli, a),
-        ContainerCmd::Rm(a) => rm(cli, a),
-        ContainerCmd::Ls(a) => ps(cli, a),
         ContainerCmd::Inspect(a) if a.size => super::system::inspect(cli, a),
         ContainerCmd::Inspect(a) => inspect_containers(cli, &a.names),
-        ContainerCmd::Diff(a) => super::containerfs::diff(cli, a),
-        ContainerCmd::Commit(a) => super::containerfs::commit(cli, a),
-        ContainerCmd::Cp(a) => super::containerfs::cp(cli, a),
-        ContainerCmd::Prune(a) => super::containerfs::prune(cli, a),
+        ContainerCmd::Kill(a) => run::kill(cli, a),
+        ContainerCmd::Logs(a) => run::logs(cli, a),
+        ContainerCmd::Ls(a) => ps(cli, a),
+        ContainerCmd::Mount(a) => mount(cli, a),
+        ContainerCmd::Port(a) => port(cli, a),
+        ContainerCmd::Prune(a) => containerfs::prune(cli, a),
+        ContainerCmd::Rename(a) => rename(cli, a),
+        ContainerCmd::Restart(a) => run::restart(cli, a),
+        ContainerCmd::Rm(a) => rm(cli, a),
+        ContainerCmd::Run(a) => run::run(cli, a),
+        ContainerCmd::Start(a) => run::start(cli, a),
+        ContainerCmd::Stop(a) => run::stop(cli, a),
+        ContainerCmd::Umount(a) => umount(cli, a),
+        ContainerCmd::Wait(a) => run::wait(cli, a),
     }
+}
+
+pub fn rename(cli: &Cli, a: &RenameArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let r = engine
+        .containers()
+        .get(&a.container)
+        .and_then(|c| engine.containers().rename(&c, &a.new_name));
+    if let Err(e) = r {
+        // Docker: the reason, then what failed.
+        eprintln!("Error: {e}");
+        eprintln!("Error: failed to rename container named {}", a.container);
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// Docker's `port`: the published ports. strata's networks are `host` and `none`, which
+/// publish nothing (Docker prints nothing for those either).
+pub fn port(cli: &Cli, a: &PortArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let c = engine.containers().get(&a.container)?;
+    if let Some(p) = &a.port {
+        let (num, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+        if num.parse::<u16>().is_err() {
+            bail!("Invalid port: {p}");
+        }
+        bail!("No public port '{num}/{proto}' published for {}", c.name);
+    }
+    Ok(0)
 }
 
 pub fn create(cli: &Cli, a: &CreateArgs) -> Result<i32> {

@@ -7,11 +7,12 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use strata::container::Container;
 use strata::engine::Engine;
 use strata::engine::commit::CommitOptions;
+use strata::engine::copy::CopyOptions;
 use strata::image::Reference;
 
 /// Inspect changes to files or directories on a container's filesystem
@@ -40,8 +41,19 @@ pub struct CommitArgs {
 /// Copy files/folders between a container and the local filesystem
 ///
 /// Use CONTAINER:PATH for the container side; the other side is a host path.
+/// `-` for a tar stream: `cp C:PATH -` writes one to stdout, `cp - C:DIR` extracts one from
+/// stdin into the container directory.
 #[derive(Args)]
 pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short, long)]
+    archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long)]
+    follow_link: bool,
+    /// Suppress progress output during copy
+    #[arg(short, long)]
+    quiet: bool,
     src: String,
     dest: String,
 }
@@ -114,11 +126,20 @@ fn split_cp_arg(arg: &str) -> (Option<&str>, &str) {
 }
 
 pub fn cp(cli: &Cli, a: &CpArgs) -> Result<i32> {
-    if a.src == "-" || a.dest == "-" {
-        bail!("cp: tar streams on stdin/stdout (\"-\") are not supported; use a path");
-    }
-    let (sc, sp) = split_cp_arg(&a.src);
-    let (dc, dp) = split_cp_arg(&a.dest);
+    let opts = CopyOptions {
+        follow_link: a.follow_link,
+        archive: a.archive,
+    };
+    let (sc, sp) = if a.src == "-" {
+        (None, "-")
+    } else {
+        split_cp_arg(&a.src)
+    };
+    let (dc, dp) = if a.dest == "-" {
+        (None, "-")
+    } else {
+        split_cp_arg(&a.dest)
+    };
     match (sc, dc) {
         (Some(_), Some(_)) => bail!("copying between containers is not supported"),
         (None, None) => bail!("must specify at least one container source"),
@@ -126,20 +147,92 @@ pub fn cp(cli: &Cli, a: &CpArgs) -> Result<i32> {
             let engine = cli.engine()?;
             let c = engine.containers().get(name)?;
             let sp = if sp.is_empty() { "/" } else { sp };
+            if dp == "-" {
+                return tar_out(&engine, &c, sp, opts).map(|()| 0);
+            }
             engine
-                .copy_from_container(&c, sp, Path::new(dp))
+                .copy_from_container(&c, sp, Path::new(dp), opts)
                 .with_context(|| format!("copying {} to {dp}", a.src))?;
         }
         (None, Some(name)) => {
             let engine = cli.engine()?;
             let c = engine.containers().get(name)?;
             let dp = if dp.is_empty() { "/" } else { dp };
+            if sp == "-" {
+                return tar_in(&engine, &c, dp).map(|()| 0);
+            }
             engine
-                .copy_to_container(Path::new(sp), &c, dp)
+                .copy_to_container(Path::new(sp), &c, dp, opts)
                 .with_context(|| format!("copying {sp} to {}", a.dest))?;
         }
     }
     Ok(0)
+}
+
+/// A directory in this process's temp dir, removed on drop (and by the collector if this
+/// process dies first: the temp dir belongs to its session).
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(engine: &Engine) -> Result<ScratchDir> {
+        let p = engine
+            .tmp_dir()?
+            .join(format!("cp-{}", strata::atomic_file::random_hex(6)));
+        std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+        Ok(ScratchDir(p))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `cp C:PATH -`: the copy, made in this process's temp dir, as a tar on stdout (entries
+/// named from the source's base name, as Docker's).
+fn tar_out(engine: &Engine, c: &Container, src: &str, opts: CopyOptions) -> Result<()> {
+    if std::io::stdout().is_terminal() {
+        bail!("cowardly refusing to write a tar archive to a terminal; redirect stdout");
+    }
+    let tmp = ScratchDir::new(engine)?;
+    let base = Path::new(src.trim_end_matches("/."))
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "root".into());
+    let dest = tmp.path().join(&base);
+    engine
+        .copy_from_container(c, src, &dest, opts)
+        .with_context(|| format!("copying {}:{src}", c.name))?;
+    strata::archive::tar_directory(tmp.path(), std::io::stdout().lock(), None)
+        .with_context(|| format!("writing {}:{src} as a tar stream", c.name))?;
+    Ok(())
+}
+
+/// `cp - C:DIR`: a tar from stdin extracted (owners kept, paths confined to the temp dir by
+/// the tar reader) into this process's temp dir, then copied into the container directory.
+fn tar_in(engine: &Engine, c: &Container, dest: &str) -> Result<()> {
+    let tmp = ScratchDir::new(engine)?;
+    let mut ar = tar::Archive::new(std::io::stdin().lock());
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_unpack_xattrs(false);
+    ar.set_overwrite(true);
+    ar.unpack(tmp.path())
+        .context("reading the tar stream on stdin")?;
+    let src = tmp.path().join(".");
+    let opts = CopyOptions {
+        follow_link: false,
+        archive: true,
+    };
+    engine
+        .copy_to_container(&src, c, dest, opts)
+        .with_context(|| format!("extracting the tar stream into {}:{dest}", c.name))?;
+    Ok(())
 }
 
 pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {

@@ -125,31 +125,41 @@ pub struct PruneArgs {
     pub(super) force: bool,
 }
 
+/// `strata image …`: every image command under Docker's management-command name, sharing
+/// the top-level form's arguments and implementation.
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum ImageCmd {
-    Load(LoadArgs),
-    Save(SaveArgs),
-    Import(ImportArgs),
-    #[command(alias = "list")]
-    Ls(ImagesArgs),
+    Build(super::build::BuildArgs),
     History(HistoryArgs),
-    Tag(TagArgs),
-    Rm(RmiArgs),
+    Import(ImportArgs),
     Inspect(ImageInspectArgs),
+    Load(LoadArgs),
+    #[command(alias = "list", alias = "images")]
+    Ls(ImagesArgs),
     Prune(PruneArgs),
+    Pull(super::registry::PullArgs),
+    Push(super::registry::PushArgs),
+    #[command(alias = "rmi", alias = "remove")]
+    Rm(RmiArgs),
+    Save(SaveArgs),
+    Tag(TagArgs),
 }
 
 pub fn image_cmd(cli: &Cli, c: &ImageCmd) -> Result<i32> {
     match c {
-        ImageCmd::Load(a) => load(cli, a),
-        ImageCmd::Save(a) => save(cli, a),
-        ImageCmd::Import(a) => import(cli, a),
-        ImageCmd::Ls(a) => images(cli, a),
+        ImageCmd::Build(a) => super::build::build(cli, a),
         ImageCmd::History(a) => history(cli, a),
-        ImageCmd::Tag(a) => tag(cli, a),
-        ImageCmd::Rm(a) => rmi(cli, a),
+        ImageCmd::Import(a) => import(cli, a),
         ImageCmd::Inspect(a) => inspect_images(cli, &a.images),
+        ImageCmd::Load(a) => load(cli, a),
+        ImageCmd::Ls(a) => images(cli, a),
         ImageCmd::Prune(a) => prune(cli, a),
+        ImageCmd::Pull(a) => super::registry::pull(cli, a),
+        ImageCmd::Push(a) => super::registry::push(cli, a),
+        ImageCmd::Rm(a) => rmi(cli, a),
+        ImageCmd::Save(a) => save(cli, a),
+        ImageCmd::Tag(a) => tag(cli, a),
     }
 }
 

@@ -3,11 +3,15 @@
 mod build;
 mod container;
 mod containerfs;
+mod events;
 mod format;
 mod image;
 mod registry;
 mod run;
 mod system;
+mod timearg;
+mod usage;
+mod version;
 mod volume;
 
 use anyhow::Result;
@@ -38,6 +42,8 @@ pub struct Cli {
     cmd: Command,
 }
 
+/// The top-level forms. Each is also a `container …`/`image …`/`system …` form (as Docker's),
+/// sharing its arguments and its implementation with it.
 #[derive(Subcommand)]
 enum Command {
     Build(build::BuildArgs),
@@ -60,6 +66,8 @@ enum Command {
     Export(container::ExportArgs),
     Rm(container::RmArgs),
     Ps(container::PsArgs),
+    Rename(container::RenameArgs),
+    Port(container::PortArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(container::ContainerCmd),
@@ -82,6 +90,8 @@ enum Command {
     Logout(registry::LogoutArgs),
     Inspect(system::InspectArgs),
     Info(system::InfoArgs),
+    Events(events::EventsArgs),
+    Version(version::VersionArgs),
     /// Manage the store
     #[command(subcommand)]
     System(system::SystemCmd),
@@ -106,7 +116,10 @@ impl Cli {
 }
 
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match usage::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
@@ -140,6 +153,8 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Export(a) => container::export(cli, a),
         Command::Rm(a) => container::rm(cli, a),
         Command::Ps(a) => container::ps(cli, a),
+        Command::Rename(a) => container::rename(cli, a),
+        Command::Port(a) => container::port(cli, a),
         Command::Container(c) => container::container_cmd(cli, c),
         Command::Diff(a) => containerfs::diff(cli, a),
         Command::Commit(a) => containerfs::commit(cli, a),
@@ -159,6 +174,8 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Logout(a) => registry::logout(cli, a),
         Command::Inspect(a) => system::inspect(cli, a),
         Command::Info(a) => system::info(cli, a),
+        Command::Events(a) => events::events(cli, a),
+        Command::Version(a) => version::version(cli, a),
         Command::System(c) => system::system_cmd(cli, c),
         Command::Volume(c) => volume::volume_cmd(cli, c),
     }

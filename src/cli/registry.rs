@@ -67,6 +67,9 @@ pub struct PushArgs {
     chunk_size: Option<u64>,
     #[command(flatten)]
     transport: TransportArgs,
+    /// Push all tags of an image to the repository
+    #[arg(short = 'a', long)]
+    all_tags: bool,
     /// NAME[:TAG]
     name: String,
 }
@@ -116,6 +119,12 @@ pub fn pull(cli: &Cli, a: &PullArgs) -> Result<i32> {
         })
         .unwrap_or_else(|_| a.name.clone());
     let engine = cli.engine()?;
+    if !a.quiet
+        && !a.all_tags
+        && Reference::parse(&a.name).is_ok_and(|r| r.tag.is_none() && r.digest.is_none())
+    {
+        println!("Using default tag: latest");
+    }
     let opts = PullOptions {
         client: a.transport.options(),
         platform: a.platform.clone(),
@@ -152,21 +161,57 @@ pub fn push(cli: &Cli, a: &PushArgs) -> Result<i32> {
         max_concurrent: a.max_concurrent_uploads.max(1),
         chunk_size: a.chunk_size,
     };
-    let shown = Reference::parse_tagged(&a.name)
-        .map(|r| r.key())
-        .unwrap_or_else(|_| a.name.clone());
-    let pushed = engine
-        .push(&a.name, &opts, printer(a.quiet))
-        .with_context(|| format!("pushing {shown}"))?;
-    if a.quiet {
-        println!("{}", pushed.reference.key());
+    let names = if a.all_tags {
+        all_tags(&engine, &a.name)?
     } else {
-        println!(
-            "{}: digest: {} size: {}",
-            pushed.tag, pushed.digest, pushed.size
-        );
+        if !a.quiet
+            && Reference::parse(&a.name).is_ok_and(|r| r.tag.is_none() && r.digest.is_none())
+        {
+            println!("Using default tag: latest");
+        }
+        vec![a.name.clone()]
+    };
+    for name in &names {
+        let shown = Reference::parse_tagged(name)
+            .map(|r| r.key())
+            .unwrap_or_else(|_| name.clone());
+        let pushed = engine
+            .push(name, &opts, printer(a.quiet))
+            .with_context(|| format!("pushing {shown}"))?;
+        if a.quiet {
+            println!("{}", pushed.reference.key());
+        } else {
+            println!(
+                "{}: digest: {} size: {}",
+                pushed.tag, pushed.digest, pushed.size
+            );
+        }
     }
     Ok(0)
+}
+
+/// `push --all-tags REPO`: every local tag of the repository, in name order.
+fn all_tags(engine: &strata::engine::Engine, name: &str) -> Result<Vec<String>> {
+    let r = Reference::parse(name)?;
+    if r.tag.is_some() || r.digest.is_some() {
+        anyhow::bail!("tag can't be used with --all-tags/-a");
+    }
+    let mut tags: Vec<String> = engine
+        .images()
+        .list()?
+        .iter()
+        .flat_map(|img| img.tags.iter())
+        .filter(|t| t.repository() == r.repository())
+        .map(|t| t.key())
+        .collect();
+    tags.sort();
+    if tags.is_empty() {
+        anyhow::bail!(
+            "An image does not exist locally with the tag: {}",
+            r.familiar_repository()
+        );
+    }
+    Ok(tags)
 }
 
 /// `https://index.docker.io/v1/` → `docker.io`; `host:port/` → `host:port`.

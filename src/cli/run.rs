@@ -248,6 +248,12 @@ pub struct LogsArgs {
     /// Show timestamps
     #[arg(short = 't', long)]
     timestamps: bool,
+    /// Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
+    #[arg(long)]
+    since: Option<String>,
+    /// Show logs before a timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
+    #[arg(long)]
+    until: Option<String>,
     container: String,
 }
 
@@ -350,7 +356,14 @@ fn attached(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
 }
 
 pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
-    let engine = cli.engine()?;
+    // Docker's `run` reports every failure of its own with 125.
+    let engine = match cli.engine() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("Error: {}", super::one_line(&e));
+            return Ok(125);
+        }
+    };
     let config = match a.opts.to_config(&a.cmd) {
         Ok(c) => c,
         Err(e) => {
@@ -403,13 +416,13 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<i32> {
     if (a.attach || a.interactive) && a.containers.len() > 1 {
         bail!("you cannot start and attach multiple containers at once");
     }
-    let mut code = 0;
+    let mut failed = Vec::new();
     for name in &a.containers {
         let c = match engine.containers().get(name) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("Error: {e}");
-                code = 1;
+                failed.push(name.as_str());
                 continue;
             }
         };
@@ -432,12 +445,17 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<i32> {
         ) {
             Ok(_) => println!("{name}"),
             Err(e) => {
-                code = e.exit_code().max(1);
+                // Docker: the reason, a summary line after all, and 1 (not the 126/127 of run).
                 let _ = run_error(e);
+                failed.push(name.as_str());
             }
         }
     }
-    Ok(code)
+    if failed.is_empty() {
+        return Ok(0);
+    }
+    eprintln!("Error: failed to start containers: {}", failed.join(", "));
+    Ok(1)
 }
 
 fn each(
@@ -535,7 +553,14 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
         },
     ) {
         Ok(code) => Ok(code),
-        Err(e) => fail(e),
+        // Docker: a process that cannot be started in the container (not found, not
+        // executable, an unknown user) is 126, whatever the cause; a container that is not
+        // running, like every other refusal, is 1.
+        Err(e @ (RunError::Exec { .. } | RunError::StartFailed { .. })) => {
+            let _ = run_error(e);
+            Ok(126)
+        }
+        Err(e) => run_error(e),
     }
 }
 
@@ -575,8 +600,27 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<i32> {
                 .map_err(|_| anyhow::anyhow!("invalid --tail value {n:?}: a number or \"all\""))?,
         ),
     };
+    let now = chrono::Utc::now();
+    let since = a
+        .since
+        .as_deref()
+        .map(|s| super::timearg::parse_nanos(s, now))
+        .transpose()?;
+    let until = a
+        .until
+        .as_deref()
+        .map(|s| super::timearg::parse_nanos(s, now))
+        .transpose()?;
+    // Docker: --since is inclusive, --until exclusive; entries without a readable time pass.
+    let in_window = |e: &logs::Entry| match super::timearg::rfc3339_nanos(&e.time) {
+        Some(t) => since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u),
+        None => true,
+    };
     let mut follower = a.follow.then(|| Follower::at_end(&path));
-    let entries = logs::read_all(&path)?;
+    let entries: Vec<logs::Entry> = logs::read_all(&path)?
+        .into_iter()
+        .filter(|e| in_window(e))
+        .collect();
     let skip = tail.map(|n| entries.len().saturating_sub(n)).unwrap_or(0);
     for e in &entries[skip..] {
         print_entry(e, a.timestamps)?;
@@ -587,9 +631,13 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<i32> {
                 .map(|s| matches!(s.status, Status::Running | Status::Starting))
                 .unwrap_or(false);
             for e in f.poll()? {
-                print_entry(&e, a.timestamps)?;
+                if in_window(&e) {
+                    print_entry(&e, a.timestamps)?;
+                }
             }
-            if !running {
+            let past_until =
+                until.is_some_and(|u| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) >= u);
+            if !running || past_until {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -34,21 +34,36 @@ pub struct FsckArgs {
     repair: bool,
 }
 
+/// Remove unused data
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    volumes: bool,
+}
+
 #[derive(Subcommand)]
 pub enum SystemCmd {
-    Fsck(FsckArgs),
-    /// Remove unused data
-    Prune(super::image::PruneArgs),
-    Info(InfoArgs),
     Df(super::containerfs::DfArgs),
+    Events(super::events::EventsArgs),
+    Fsck(FsckArgs),
+    Info(InfoArgs),
+    Prune(PruneArgs),
 }
 
 pub fn system_cmd(cli: &Cli, c: &SystemCmd) -> Result<i32> {
     match c {
-        SystemCmd::Fsck(a) => fsck(cli, a),
-        SystemCmd::Prune(a) => prune(cli, a),
-        SystemCmd::Info(a) => info(cli, a),
         SystemCmd::Df(a) => super::containerfs::df(cli, a),
+        SystemCmd::Events(a) => super::events::events(cli, a),
+        SystemCmd::Fsck(a) => fsck(cli, a),
+        SystemCmd::Info(a) => info(cli, a),
+        SystemCmd::Prune(a) => prune(cli, a),
     }
 }
 
@@ -117,18 +132,28 @@ pub fn info(cli: &Cli, a: &InfoArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Docker's `system prune`: stopped containers, then dangling (with `-a`: unused) images,
-/// then everything no record names.
-pub fn prune(cli: &Cli, a: &super::image::PruneArgs) -> Result<i32> {
+/// Docker's `system prune`: stopped containers, with `--volumes` anonymous volumes no
+/// container uses, dangling (with `-a`: unused) images, build cache, then everything no
+/// record names.
+pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
     if !a.force {
-        let images = if a.all {
+        let mut what = vec!["all stopped containers"];
+        if a.volumes {
+            what.push("all anonymous volumes not used by at least one container");
+        }
+        what.push(if a.all {
             "all images without at least one container associated to them"
         } else {
             "all dangling images"
-        };
-        if !super::confirmed(&format!(
-            "WARNING! This will remove:\n  - all stopped containers\n  - {images}\n  - unused build cache, partial downloads and leftovers of interrupted commands\n"
-        ))? {
+        });
+        what.push(if a.all {
+            "all build cache"
+        } else {
+            "unused build cache"
+        });
+        what.push("partial downloads and leftovers of interrupted commands");
+        let list: String = what.iter().map(|w| format!("  - {w}\n")).collect();
+        if !super::confirmed(&format!("WARNING! This will remove:\n{list}"))? {
             return Ok(0);
         }
     }
@@ -141,6 +166,18 @@ pub fn prune(cli: &Cli, a: &super::image::PruneArgs) -> Result<i32> {
         }
         println!();
     }
+    let mut freed_v = 0;
+    if a.volumes {
+        let removed = engine.volumes().prune(false)?;
+        if !removed.is_empty() {
+            println!("Deleted Volumes:");
+            for (n, bytes) in &removed {
+                println!("{n}");
+                freed_v += bytes;
+            }
+            println!();
+        }
+    }
     let (lines, freed_i) = engine.prune_images(a.all)?;
     if !lines.is_empty() {
         println!("Deleted Images:");
@@ -149,7 +186,15 @@ pub fn prune(cli: &Cli, a: &super::image::PruneArgs) -> Result<i32> {
         }
         println!();
     }
-    println!("Total reclaimed space: {}", human_size(freed_c + freed_i));
+    let (n, freed_b) = engine.prune_build_cache(a.all)?;
+    if n > 0 {
+        println!("Deleted build cache objects: {n}");
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(freed_c + freed_v + freed_i + freed_b)
+    );
     Ok(code)
 }
 

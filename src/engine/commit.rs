@@ -249,7 +249,7 @@ impl Engine {
         let names: Vec<Reference> = o.name.cloned().into_iter().collect();
         Ok(self
             .images()
-            .add(&lease, &out, &parsed, &chain, &names, None)?)
+            .add(&lease, &out, &parsed, &chain, &names, None, "")?)
     }
 
     /// Ingest the container's changes as a layer on `parent`, streaming the tar through a pipe.

@@ -352,12 +352,31 @@ fn times(st: &Stat) -> Timestamps {
 }
 
 /// Copies entry `sname` of `sp` to entry `dname` of `dp`, recursively, never following a
-/// symlink on either side. `owner`: the owner to give the copies (None: the caller's).
+/// symlink on either side.
 struct Copier {
-    owner: Option<(u32, u32)>,
+    owner: Owner,
+}
+
+/// Who owns the copies.
+#[derive(Clone, Copy)]
+enum Owner {
+    /// The copying process (root): Docker's copy out of a container.
+    Caller,
+    /// Docker's copy into a container: root.
+    Root,
+    /// `cp -a`: the source's uid/gid.
+    Source,
 }
 
 impl Copier {
+    fn owner(&self, st: &Stat) -> Option<(u32, u32)> {
+        match self.owner {
+            Owner::Caller => None,
+            Owner::Root => Some((0, 0)),
+            Owner::Source => Some((st.st_uid, st.st_gid)),
+        }
+    }
+
     fn node(
         &self,
         sp: BorrowedFd<'_>,
@@ -388,7 +407,7 @@ impl Copier {
             }
         }
         let chown_at = |name: &[u8]| -> Result<(), EngineError> {
-            if let Some((u, g)) = self.owner {
+            if let Some((u, g)) = self.owner(&st) {
                 rfs::chownat(
                     dp,
                     name,
@@ -433,7 +452,7 @@ impl Copier {
                     let child = shown.join(OsStr::from_bytes(&n));
                     self.node(sfd.as_fd(), &n, dfd.as_fd(), &n, &child)?;
                 }
-                if let Some((u, g)) = self.owner {
+                if let Some((u, g)) = self.owner(&st) {
                     rfs::fchown(&dfd, Some(Uid::from_raw(u)), Some(Gid::from_raw(g)))
                         .map_err(|x| e("chown", x))?;
                 }
@@ -464,7 +483,7 @@ impl Copier {
                     what: format!("copying {}", shown.display()),
                     source: x,
                 })?;
-                if let Some((u, g)) = self.owner {
+                if let Some((u, g)) = self.owner(&st) {
                     rfs::fchown(&df, Some(Uid::from_raw(u)), Some(Gid::from_raw(g)))
                         .map_err(|x| e("chown", x))?;
                 }
@@ -489,6 +508,63 @@ impl Copier {
     }
 }
 
+/// `docker cp`'s `-L` and `-a`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyOptions {
+    /// `-L`: when the source is a symlink, copy what it points to (under the link's name).
+    pub follow_link: bool,
+    /// `-a`: keep the source's uid/gid in the container instead of making copies root's.
+    pub archive: bool,
+}
+
+/// With `-L`, a source that is a symlink is replaced by its target, keeping the link's name
+/// for the destination (Docker renames the target to the link's name).
+fn follow(
+    mut s: Source,
+    target: impl FnOnce() -> Result<Source, EngineError>,
+) -> Result<Source, EngineError> {
+    if s.contents || s.name == b"." {
+        return Ok(s);
+    }
+    let is_link = stat_nofollow(s.parent.as_fd(), &s.name)
+        .ok()
+        .flatten()
+        .is_some_and(|st| ftype(&st) == FileType::Symlink);
+    if !is_link {
+        return Ok(s);
+    }
+    let t = target()?;
+    s.parent = t.parent;
+    s.name = t.name;
+    s.is_dir = t.is_dir;
+    s.contents = false;
+    Ok(s)
+}
+
+/// The container path a path resolves to inside the root (symlinks followed in the root).
+fn resolve_in_root(
+    root: BorrowedFd<'_>,
+    real_root: &Path,
+    path: &str,
+) -> Result<String, EngineError> {
+    let p = split_path(path.as_bytes());
+    let fd = openat2_retry(root, &join_comps(&p.comps), OFlags::PATH).map_err(|e| {
+        if e == Errno::NOENT || e == Errno::NOTDIR || e == Errno::LOOP {
+            EngineError::Invalid(format!("Could not find the file {path} in container"))
+        } else {
+            ioerr(format!("resolving {path} in the container"), e)
+        }
+    })?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
+        EngineError::Io {
+            what: format!("resolving {path} in the container"),
+            source: e,
+        }
+    })?;
+    let inside = real.strip_prefix(real_root).unwrap_or(Path::new("/"));
+    Ok(format!("/{}", inside.display()))
+}
+
 impl Engine {
     /// `strata cp C:SRC HOSTDEST`.
     pub fn copy_from_container(
@@ -496,13 +572,27 @@ impl Engine {
         c: &Container,
         src: &str,
         dest: &Path,
+        opts: CopyOptions,
     ) -> Result<(), EngineError> {
         self.containers().with_rootfs(c, |root_path| {
             let root = rfs::open(root_path, DIR, Mode::empty())
                 .map_err(|e| ioerr(format!("opening {}", root_path.display()), e))?;
-            let s = container_source(root.as_fd(), src)?;
+            let real_root = std::fs::read_link(format!("/proc/self/fd/{}", root.as_raw_fd()))
+                .unwrap_or_else(|_| root_path.to_path_buf());
+            let mut s = container_source(root.as_fd(), src)?;
+            if opts.follow_link {
+                s = follow(s, || {
+                    container_source(
+                        root.as_fd(),
+                        &resolve_in_root(root.as_fd(), &real_root, src)?,
+                    )
+                })?;
+            }
             let d = host_dest(dest, &s)?;
-            Copier { owner: None }.node(
+            Copier {
+                owner: Owner::Caller,
+            }
+            .node(
                 s.parent.as_fd(),
                 &s.name,
                 d.parent.as_fd(),
@@ -512,12 +602,14 @@ impl Engine {
         })
     }
 
-    /// `strata cp HOSTSRC C:DEST`. Copies are owned by root (uid 0), as Docker's.
+    /// `strata cp HOSTSRC C:DEST`. Copies are owned by root (uid 0), as Docker's, unless
+    /// `opts.archive` keeps the source's owners.
     pub fn copy_to_container(
         &self,
         src: &Path,
         c: &Container,
         dest: &str,
+        opts: CopyOptions,
     ) -> Result<(), EngineError> {
         self.containers().with_rootfs(c, |root_path| {
             let root = rfs::open(root_path, DIR, Mode::empty())
@@ -526,10 +618,23 @@ impl Engine {
             // `root_path` by symlinks in the store path).
             let real_root = std::fs::read_link(format!("/proc/self/fd/{}", root.as_raw_fd()))
                 .unwrap_or_else(|_| root_path.to_path_buf());
-            let s = host_source(src)?;
+            let mut s = host_source(src)?;
+            if opts.follow_link {
+                s = follow(s, || {
+                    let target = std::fs::canonicalize(src).map_err(|e| EngineError::Io {
+                        what: format!("following the symlink {}", src.display()),
+                        source: e,
+                    })?;
+                    host_source(&target)
+                })?;
+            }
             let d = container_dest(root.as_fd(), &real_root, dest, &s)?;
             Copier {
-                owner: Some((0, 0)),
+                owner: if opts.archive {
+                    Owner::Source
+                } else {
+                    Owner::Root
+                },
             }
             .node(
                 s.parent.as_fd(),

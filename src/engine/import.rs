@@ -62,7 +62,7 @@ impl Engine {
         let names: Vec<Reference> = name.cloned().into_iter().collect();
         Ok(self
             .images()
-            .add(&lease, &bytes, &cfg, &[layer], &names, None)?)
+            .add(&lease, &bytes, &cfg, &[layer], &names, None, "import")?)
     }
 
     fn import_stream(&self, lease: &Lease, r: impl Read, what: &str) -> Result<Layer, EngineError> {

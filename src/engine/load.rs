@@ -470,6 +470,7 @@ impl Engine {
             &layers,
             &f.names,
             f.manifest.as_ref(),
+            "load",
         )?;
         Ok(Loaded { id, names: f.names })
     }

@@ -731,6 +731,7 @@ impl Engine {
             &chain,
             &names,
             Some(&manifest_digest),
+            "pull",
         )?;
         let registry = client.registry.clone();
         self.meta.write(|tx| -> Result<(), EngineError> {

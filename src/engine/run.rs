@@ -125,7 +125,7 @@ fn record_exit(
     st.error = error.to_string();
     st.pid = 0;
     let _ = dir.write_state(&st);
-    let _ = store.set_state(&c.id, "exited");
+    let _ = store.set_state_reporting(&c.id, "exited", Some(code));
     if c.config.auto_remove
         && store.remove(c).is_ok()
         && let Some(root) = store.root()
@@ -782,6 +782,9 @@ pub fn kill(engine: &Engine, c: &Container, sig: i32) -> Result<(), RunError> {
     if st.status != Status::Running || !signal_process(&st, sig) {
         return Err(RunError::NotRunning(c.name.clone()));
     }
+    let _ = engine
+        .containers()
+        .report(c, "kill", &[("signal", &sig.to_string())]);
     Ok(())
 }
 
@@ -798,12 +801,16 @@ pub fn stop(engine: &Engine, c: &Container, timeout: Duration) -> Result<(), Run
         .and_then(|i| i.stop_signal)
         .and_then(|s| parse_signal(&s).ok())
         .unwrap_or(libc::SIGTERM);
+    let store = engine.containers();
+    let _ = store.report(c, "kill", &[("signal", &sig.to_string())]);
     signal_process(&st, sig);
     if !wait_monitor(&dir, Some(timeout)) {
+        let _ = store.report(c, "kill", &[("signal", &libc::SIGKILL.to_string())]);
         signal_process(&st, libc::SIGKILL);
         wait_monitor(&dir, None);
     }
     reconcile(engine, c)?;
+    let _ = store.report(c, "stop", &[]);
     Ok(())
 }
 

@@ -63,6 +63,8 @@ impl<'a> ImageStore<'a> {
     /// Record an image whose layers are all in the layer store, and point `names` at it
     /// (tags move from any image that had them, as `docker load` and `docker tag` do).
     /// `lease` holds the config blob from before it is stored until the record names it.
+    /// `action` is the event recorded with it (Docker's `pull`, `load`, `import`; none if empty).
+    #[allow(clippy::too_many_arguments)] // each is a different part of one record
     pub fn add(
         &self,
         lease: &crate::lease::Lease,
@@ -71,6 +73,7 @@ impl<'a> ImageStore<'a> {
         layers: &[Layer],
         names: &[Reference],
         manifest: Option<&Digest>,
+        action: &str,
     ) -> Result<Digest, ImageError> {
         crate::failpoint::pause("image-add");
         lease.hold(
@@ -100,6 +103,15 @@ impl<'a> ImageStore<'a> {
             }
             for n in names {
                 set_ref(tx, n, &id)?;
+            }
+            // Docker's actor: the reference pulled (`busybox:latest`, name=busybox), else the ID.
+            let id_s = id.to_string();
+            let (actor, name) = match names.first() {
+                Some(n) if action == "pull" => (n.familiar(), n.familiar_repository()),
+                _ => (id_s.clone(), id_s),
+            };
+            if !action.is_empty() {
+                crate::events::record(tx, "image", action, &actor, &[("name", &name)])?;
             }
             Ok(())
         })?;
@@ -275,13 +287,30 @@ impl<'a> ImageStore<'a> {
     }
 
     pub fn tag(&self, id: &Digest, r: &Reference) -> Result<(), ImageError> {
-        self.meta.write(|tx| set_ref(tx, r, id))
+        self.meta.write(|tx| {
+            set_ref(tx, r, id)?;
+            let id = id.to_string();
+            crate::events::record(tx, "image", "tag", &id, &[("name", &r.familiar())])?;
+            Ok(())
+        })
     }
 
     /// Remove one name. Returns false if it did not exist.
     pub fn untag(&self, r: &Reference) -> Result<bool, ImageError> {
-        self.meta
-            .write(|tx| Ok(tx.execute("DELETE FROM refs WHERE name=?1", params![r.key()])? > 0))
+        self.meta.write(|tx| -> Result<bool, ImageError> {
+            let id: Option<String> = tx
+                .query_row(
+                    "SELECT image_id FROM refs WHERE name=?1",
+                    params![r.key()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let gone = tx.execute("DELETE FROM refs WHERE name=?1", params![r.key()])? > 0;
+            if let Some(id) = id.filter(|_| gone) {
+                crate::events::record(tx, "image", "untag", &id, &[("name", &id)])?;
+            }
+            Ok(gone)
+        })
     }
 
     /// Delete the image record with its names; its layers are collected separately.
@@ -298,7 +327,12 @@ impl<'a> ImageStore<'a> {
             crate::lease::held_sql(crate::lease::Held::Blob, "?1")
         );
         self.meta.write(|tx| -> Result<bool, ImageError> {
-            Ok(tx.execute(&sql, params![id.to_string()])? > 0)
+            let id = id.to_string();
+            let gone = tx.execute(&sql, params![id])? > 0;
+            if gone {
+                crate::events::record(tx, "image", "delete", &id, &[("name", &id)])?;
+            }
+            Ok(gone)
         })
     }
 }

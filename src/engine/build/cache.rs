@@ -133,7 +133,7 @@ impl Builder<'_, '_> {
         let id = self
             .engine
             .images()
-            .add(&self.lease, &bytes, &parsed, &chain, &[], None)
+            .add(&self.lease, &bytes, &parsed, &chain, &[], None, "")
             .map_err(super::EngineError::from)?;
         let now = chrono::Utc::now().to_rfc3339();
         self.engine.meta.write(|tx| -> Result<(), BuildError> {
@@ -186,7 +186,7 @@ impl Builder<'_, '_> {
         let id = self
             .engine
             .images()
-            .add(&self.lease, &bytes, &parsed, &[], &[], None)
+            .add(&self.lease, &bytes, &parsed, &[], &[], None, "")
             .map_err(super::EngineError::from)?;
         st.image = Some(id.clone());
         Ok(id)
