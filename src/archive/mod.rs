@@ -7,6 +7,7 @@
 
 pub mod compression;
 pub mod extract;
+pub mod foreign_split;
 mod tar_header;
 pub mod tarsplit;
 pub mod write;
