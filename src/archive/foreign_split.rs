@@ -39,9 +39,12 @@ struct Entry {
     payload: Option<String>,
 }
 
-/// Called with the path of each file whose content is about to be streamed (after it was
-/// opened and checked) and the open file: lets a caller reuse the source file itself.
-pub type FileHook = Box<dyn FnMut(&[u8], &File)>;
+/// Called for each file whose content is about to be streamed (after it was opened and
+/// checked) with the stream offset where its content starts, its size and the open file:
+/// lets a caller place the source file itself (`ContentDonor`). Files are opened as soon as
+/// the header before them has been returned, so the hook has run by the time a reader of
+/// the stream has seen that header.
+pub type FileHook = Box<dyn FnMut(u64, u64, &File)>;
 
 /// The re-created tar stream of one layer.
 pub struct ForeignSplit<R> {
@@ -57,6 +60,8 @@ pub struct ForeignSplit<R> {
     on_file: Option<FileHook>,
     /// Regular-file content bytes streamed so far.
     pub content_bytes: u64,
+    /// Bytes of tar returned so far.
+    pos: u64,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -81,6 +86,7 @@ impl<R: Read> ForeignSplit<R> {
             done: false,
             on_file: None,
             content_bytes: 0,
+            pos: 0,
         }
     }
 
@@ -130,7 +136,7 @@ impl<R: Read> ForeignSplit<R> {
                 };
                 let f = self.open_beneath(&name, e.size)?;
                 if let Some(h) = self.on_file.as_mut() {
-                    h(&name, &f);
+                    h(self.pos, e.size, &f);
                 }
                 self.file = Some((f, e.size, name));
             }
@@ -198,6 +204,21 @@ impl<R: Read> ForeignSplit<R> {
     }
 }
 
+impl<R: Read> ForeignSplit<R> {
+    /// Moves to the next entry that has bytes (a segment, or a file opened for reading).
+    fn advance(&mut self) -> io::Result<()> {
+        self.pending.clear();
+        self.pending_at = 0;
+        while self.file.is_none() && self.pending.is_empty() {
+            if !self.next_entry()? {
+                self.done = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<R: Read> Read for ForeignSplit<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -208,6 +229,10 @@ impl<R: Read> Read for ForeignSplit<R> {
                 let n = (self.pending.len() - self.pending_at).min(buf.len());
                 buf[..n].copy_from_slice(&self.pending[self.pending_at..self.pending_at + n]);
                 self.pending_at += n;
+                self.pos += n as u64;
+                if self.pending_at == self.pending.len() {
+                    self.advance()?;
+                }
                 return Ok(n);
             }
             if let Some((f, left, name)) = self.file.as_mut() {
@@ -219,6 +244,7 @@ impl<R: Read> Read for ForeignSplit<R> {
                     }
                     *left -= n as u64;
                     self.content_bytes += n as u64;
+                    self.pos += n as u64;
                     return Ok(n);
                 }
                 self.file = None;
@@ -226,9 +252,7 @@ impl<R: Read> Read for ForeignSplit<R> {
             if self.done {
                 return Ok(0);
             }
-            if !self.next_entry()? {
-                self.done = true;
-            }
+            self.advance()?;
         }
     }
 }

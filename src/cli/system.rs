@@ -52,6 +52,10 @@ pub struct MigrateArgs {
     /// List what would be adopted and the disk it needs; change nothing
     #[arg(long = "dry-run")]
     dry_run: bool,
+    /// Hard-link regular files to the source's instead of reflinking or copying them (the
+    /// two stores then share those inodes; needs the same filesystem)
+    #[arg(long)]
+    link: bool,
 }
 
 #[derive(Subcommand)]
@@ -292,7 +296,7 @@ pub fn migrate(cli: &Cli, a: &MigrateArgs) -> Result<i32> {
         }
     });
     let t = std::time::Instant::now();
-    let sum = engine.migrate(kind, root, progress)?;
+    let sum = engine.migrate(kind, root, a.link, progress)?;
     let secs = t.elapsed().as_secs_f64();
     for p in &sum.problems {
         eprintln!("warning: {p}");

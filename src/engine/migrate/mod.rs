@@ -14,14 +14,19 @@ pub mod podman;
 pub mod source;
 
 use super::{Engine, EngineError};
+use crate::archive::ContentDonor;
 use crate::archive::foreign_split::ForeignSplit;
 use crate::digest::{Digest, chain_ids};
 use crate::image::{ImageConfig, Reference};
-use crate::layer::{LayerError, LayerSource};
+use crate::layer::{LayerError, LayerSource, Opened};
 use source::{SourceImage, SourceLayer, SourceRoot, SourceStore};
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +160,37 @@ impl<R: Read> Read for ProgressReader<R> {
     }
 }
 
+/// The source's files, as the re-created stream reads them, offered to the extractor so it
+/// places them (reflink, or hard link with `--link`) instead of writing their bytes.
+struct SourceFiles {
+    /// (stream offset of the content, size, the open file), in stream order.
+    queue: Rc<RefCell<VecDeque<(u64, u64, File)>>>,
+    link: bool,
+    cloning: bool,
+}
+
+impl ContentDonor for SourceFiles {
+    fn take(&mut self, offset: u64, size: u64) -> Option<File> {
+        let mut q = self.queue.borrow_mut();
+        while q.front().is_some_and(|f| f.0 < offset) {
+            q.pop_front();
+        }
+        if !self.link && !self.cloning {
+            return None;
+        }
+        match q.front() {
+            Some(&(o, s, _)) if o == offset && s == size => q.pop_front().map(|f| f.2),
+            _ => None,
+        }
+    }
+    fn link(&self) -> bool {
+        self.link
+    }
+    fn clone_refused(&mut self) {
+        self.cloning = false;
+    }
+}
+
 fn short(id: &str) -> String {
     id.chars().take(12).collect()
 }
@@ -162,6 +198,7 @@ fn short(id: &str) -> String {
 fn layer_sources(
     root: &std::path::Path,
     layers: &[SourceLayer],
+    link: bool,
     progress: &Progress,
 ) -> Vec<LayerSource> {
     layers
@@ -183,14 +220,29 @@ fn layer_sources(
                         64 << 10,
                         split,
                     ));
-                    Ok(Box::new(ProgressReader {
-                        inner: ForeignSplit::new(gz, dir),
-                        layer: short(&l.source_id),
-                        total: l.size,
-                        reported: 0,
-                        progress,
-                        paused: false,
-                    }) as Box<dyn Read>)
+                    let queue = Rc::new(RefCell::new(VecDeque::new()));
+                    let q = queue.clone();
+                    let split =
+                        ForeignSplit::new(gz, dir).on_file(Box::new(move |off, size, f| {
+                            if let Ok(dup) = f.try_clone() {
+                                q.borrow_mut().push_back((off, size, dup));
+                            }
+                        }));
+                    Ok(Opened {
+                        stream: Box::new(ProgressReader {
+                            inner: split,
+                            layer: short(&l.source_id),
+                            total: l.size,
+                            reported: 0,
+                            progress,
+                            paused: false,
+                        }),
+                        donor: Some(Box::new(SourceFiles {
+                            queue,
+                            link,
+                            cloning: true,
+                        })),
+                    })
                 }),
             }
         })
@@ -243,6 +295,7 @@ impl Engine {
         &self,
         kind: SourceKind,
         root: &std::path::Path,
+        link: bool,
         progress: Progress,
     ) -> Result<Summary, EngineError> {
         let src = open_source(kind, root)?;
@@ -275,7 +328,7 @@ impl Engine {
                 .iter()
                 .map(|c| Ok(counted.contains(c) || self.layers().get(c)?.is_some()))
                 .collect::<Result<_, EngineError>>()?;
-            match self.adopt_image(root, &img, &progress) {
+            match self.adopt_image(root, &img, link, &progress) {
                 Ok(layers) => {
                     for ((chain, l), was) in chains.iter().zip(&layers).zip(&present) {
                         if !counted.insert(chain.clone()) {
@@ -336,6 +389,7 @@ impl Engine {
         &self,
         root: &std::path::Path,
         img: &SourceImage,
+        link: bool,
         progress: &Progress,
     ) -> Result<Vec<crate::layer::Layer>, AdoptError> {
         let cfg = ImageConfig::parse(&img.config)
@@ -343,13 +397,13 @@ impl Engine {
         let lease = self.lease();
         let layers = match self
             .layers()
-            .ingest_chain(&lease, layer_sources(root, &img.layers, progress))
+            .ingest_chain(&lease, layer_sources(root, &img.layers, link, progress))
         {
             Ok(l) => l,
             Err(first) => {
                 let mut found = None;
                 for k in 0..img.layers.len() {
-                    let sources = layer_sources(root, &img.layers[..=k], progress);
+                    let sources = layer_sources(root, &img.layers[..=k], link, progress);
                     if let Err(e) = self.layers().ingest_chain(&lease, sources) {
                         found = Some((k, e));
                         break;
