@@ -107,10 +107,20 @@ fn read_image(root: &SourceRoot, imagedb: &Path, hex: &str) -> Result<SourceImag
             size,
         });
     }
+    let parent = root
+        .read_string(
+            &Path::new(IMAGE_DIR)
+                .join("imagedb/metadata/sha256")
+                .join(&hex)
+                .join("parent"),
+        )
+        .ok()
+        .and_then(|p| p.trim().parse().ok());
     Ok(SourceImage {
         id,
         config,
         layers,
         names: Vec::new(),
+        parent,
     })
 }

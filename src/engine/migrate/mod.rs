@@ -422,6 +422,17 @@ impl Engine {
         self.images()
             .add(&lease, &img.config, &cfg, &layers, &img.names, None)
             .map_err(|e| AdoptError::Engine(e.into()))?;
+        if let Some(p) = &img.parent {
+            self.meta
+                .write(|tx| {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO image_parents (image_id, parent) VALUES (?1, ?2)",
+                        rusqlite::params![img.id.to_string(), p.to_string()],
+                    )
+                    .map_err(EngineError::from)
+                })
+                .map_err(AdoptError::Engine)?;
+        }
         Ok(layers)
     }
 }

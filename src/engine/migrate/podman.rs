@@ -167,6 +167,7 @@ fn read_image(
         config,
         layers: out,
         names,
+        parent: None,
     })
 }
 

@@ -33,6 +33,9 @@ pub struct SourceImage {
     pub config: Vec<u8>,
     pub layers: Vec<SourceLayer>,
     pub names: Vec<Reference>,
+    /// The image it was built from (Docker's build parent), so an untagged intermediate image
+    /// stays hidden from `images` as in the source.
+    pub parent: Option<Digest>,
 }
 
 /// What a source store holds: the images that could be read, and why others could not.
