@@ -25,11 +25,13 @@ ROOT=$W/strata
 mkdir -p "$W" "$EXEC"
 
 cleanup() {
-  [ -f "$EXEC/dockerd.pid" ] && kill "$(cat "$EXEC/dockerd.pid")" 2>/dev/null || true
-  [ -n "${CPID:-}" ] && { sleep 2; kill "$CPID" 2>/dev/null || true; }
+  [ -n "${DPID:-}" ] && { kill "$DPID" 2>/dev/null || true; wait "$DPID" 2>/dev/null || true; }
+  [ -n "${CPID:-}" ] && { kill "$CPID" 2>/dev/null || true; wait "$CPID" 2>/dev/null || true; }
   for m in $(grep -o "$W[^ ]*\|$EXEC[^ ]*" /proc/self/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done
+  rm -rf "$W" "$EXEC"
 }
 trap cleanup EXIT
+rm -rf "$W/docker" "$W/containerd"
 
 containerd --root "$W/containerd" --state "$EXEC/cstate" --address "$EXEC/containerd.sock" \
   --config /dev/null >"$W/containerd.log" 2>&1 &
@@ -37,6 +39,7 @@ CPID=$!
 dockerd --iptables=false --ip6tables=false --ip-masq=false --bridge=none --storage-driver=overlay2 \
   --data-root "$W/docker" --exec-root "$EXEC" --pidfile "$EXEC/dockerd.pid" \
   --containerd "$EXEC/containerd.sock" -H "unix://$EXEC/docker.sock" >"$W/dockerd.log" 2>&1 &
+DPID=$!
 D() { docker -H "unix://$EXEC/docker.sock" "$@"; }
 for _ in $(seq 100); do D version >/dev/null 2>&1 && break; sleep 0.3; done
 D version >/dev/null
@@ -59,24 +62,28 @@ migrate --dry-run | tail -1
 MB=$(migrate | sed -n 's/.*; \([0-9.]*\)MB in .*/\1/p')
 echo "layer tar adopted: ${MB} MB"
 
-declare -A results disk
+used() { df --output=used -B1 "$BENCHFS" | tail -1; }
+declare -A results disk grow
 for run in $(seq "$RUNS"); do
   for k in migrate migrate-link save-load; do
     rm -rf "$ROOT"; quiet
+    u0=$(used)
     case $k in
       migrate) results[$k]+="$(timed migrate) " ;;
       migrate-link) results[$k]+="$(timed migrate --link) " ;;
       save-load) results[$k]+="$(timed save_load) " ;;
     esac
     "$S" --root "$ROOT" images -q | wc -l | grep -qx 2 || { echo "$k: not 2 images" >&2; exit 1; }
+    sync; grow[$k]=$(( $(used) - u0 ))
     disk[$k]=$(du -s -B1 -x "$ROOT" | cut -f1)
   done
 done
 echo "fat ($FAT, 5 layers) + debian base, docker overlay2 store -> strata overlay, seconds, runs: $RUNS"
 for k in migrate migrate-link save-load; do
   m=$(echo "${results[$k]}" | tr ' ' '\n' | grep . | median)
-  printf '  %-22s median %6.2f s  (%s)  %6.0f MB/s  store %s MB\n' "$k" "$m" "${results[$k]% }" \
-    "$(echo "$MB / $m" | bc -l)" "$(( ${disk[$k]} / 1000000 ))"
+  printf '  %-22s median %6.2f s  (%s)  %6.0f MB/s  store (du) %s MB, filesystem grew %s MB\n' \
+    "$k" "$m" "${results[$k]% }" "$(echo "$MB / $m" | bc -l)" "$(( ${disk[$k]} / 1000000 ))" \
+    "$(( ${grow[$k]} / 1000000 ))"
   eval "med_${k//-/_}=$m"
 done
 printf '  migrate / (docker save | strata load) = %.2f\n' "$(echo "$med_migrate / $med_save_load" | bc -l)"
