@@ -64,19 +64,22 @@ echo "layer tar adopted: ${MB} MB"
 
 used() { df --output=used -B1 "$BENCHFS" | tail -1; }
 declare -A results disk grow
+measure() { # k command...
+  local k=$1; shift
+  rm -rf "$ROOT"; quiet
+  local u0; u0=$(used)
+  results[$k]+="$(timed "$@") "
+  sync; grow[$k]=$(( $(used) - u0 ))
+  "$S" --root "$ROOT" images -q | wc -l | grep -qx 2 || { echo "$k: not 2 images" >&2; exit 1; }
+  disk[$k]=$(du -s -B1 -x "$ROOT" | cut -f1)
+}
+for run in $(seq "$RUNS"); do measure save-load save_load; done
+# Migration with Docker stopped, as a user switching engines would run it (a running dockerd
+# also bind-mounts its overlay2 dir onto itself, and a hard link cannot cross that mount).
+kill "$DPID"; wait "$DPID" 2>/dev/null || true; DPID=
 for run in $(seq "$RUNS"); do
-  for k in migrate migrate-link save-load; do
-    rm -rf "$ROOT"; quiet
-    u0=$(used)
-    case $k in
-      migrate) results[$k]+="$(timed migrate) " ;;
-      migrate-link) results[$k]+="$(timed migrate --link) " ;;
-      save-load) results[$k]+="$(timed save_load) " ;;
-    esac
-    "$S" --root "$ROOT" images -q | wc -l | grep -qx 2 || { echo "$k: not 2 images" >&2; exit 1; }
-    sync; grow[$k]=$(( $(used) - u0 ))
-    disk[$k]=$(du -s -B1 -x "$ROOT" | cut -f1)
-  done
+  measure migrate migrate
+  measure migrate-link migrate --link
 done
 echo "fat ($FAT, 5 layers) + debian base, docker overlay2 store -> strata overlay, seconds, runs: $RUNS"
 for k in migrate migrate-link save-load; do
