@@ -66,7 +66,23 @@ pub struct Layer {
 /// returns is read on that same thread).
 pub struct LayerSource {
     pub diff_id: Digest,
-    pub open: Box<dyn FnOnce() -> Result<Box<dyn Read>, String> + Send>,
+    pub open: Box<dyn FnOnce() -> Result<Opened, String> + Send>,
+}
+
+/// A layer's tar stream, and (migration) where the content of its files can be placed from
+/// instead of being written (see `archive::ContentDonor`).
+pub struct Opened {
+    pub stream: Box<dyn Read>,
+    pub donor: Option<Box<dyn archive::ContentDonor>>,
+}
+
+impl From<Box<dyn Read>> for Opened {
+    fn from(stream: Box<dyn Read>) -> Opened {
+        Opened {
+            stream,
+            donor: None,
+        }
+    }
 }
 
 pub struct LayerStore<'a> {
@@ -293,7 +309,10 @@ impl<'a> LayerStore<'a> {
                 }
             }
         }
-        if let Err(e) = self.commit(lease, done.iter().map(|(_, ex)| &ex.layer)) {
+        // Nothing new (every layer present): no flush, no transaction.
+        if !done.is_empty()
+            && let Err(e) = self.commit(lease, done.iter().map(|(_, ex)| &ex.layer))
+        {
             return Err(self.discard_all(&made, e));
         }
         for (i, ex) in done {
@@ -458,8 +477,8 @@ impl LayerFiles<'_> {
         src: LayerSource,
         lock: LockFile,
     ) -> Result<Extracted, LayerError> {
-        let stream = (src.open)().map_err(LayerError::Source)?;
-        let applied = self.apply_stream(cache_id, stream)?;
+        let opened = (src.open)().map_err(LayerError::Source)?;
+        let applied = self.apply_stream_with(cache_id, opened.stream, opened.donor)?;
         if applied.diff_id != src.diff_id {
             return Err(LayerError::DiffIdMismatch {
                 expected: src.diff_id,
@@ -484,16 +503,26 @@ impl LayerFiles<'_> {
         cache_id: &str,
         stream: impl Read,
     ) -> Result<archive::AppliedLayer, LayerError> {
+        self.apply_stream_with(cache_id, stream, None)
+    }
+
+    fn apply_stream_with(
+        &self,
+        cache_id: &str,
+        stream: impl Read,
+        donor: Option<Box<dyn archive::ContentDonor>>,
+    ) -> Result<archive::AppliedLayer, LayerError> {
         let dest = self.tar_split_path(cache_id);
         let mut split =
             AtomicFile::create(self.tmp, &dest).map_err(io_err("creating tar-split"))?;
         let applied = {
             let mut w = BufWriter::with_capacity(256 << 10, &mut split);
-            let a = archive::apply_layer(
+            let a = archive::apply_layer_with(
                 &self.driver.diff_dir(cache_id),
                 stream,
                 self.driver.whiteout_format(),
                 &mut w,
+                donor,
             )?;
             w.flush().map_err(io_err("writing tar-split"))?;
             a

@@ -54,6 +54,34 @@ pub fn apply_layer(
     format: WhiteoutFormat,
     split: &mut dyn Write,
 ) -> Result<AppliedLayer, ArchiveError> {
+    apply_layer_with(root, stream, format, split, None)
+}
+
+/// Where regular files' content can be placed from instead of written (migration from
+/// another engine's store: the very files the stream's bytes were read from). The stream is
+/// still read to EOF and hashed; only the writing of content is replaced, by a reflink
+/// (FICLONE) or, when the donor allows it and the file's owner, mode and mtime already are
+/// the header's, a hard link to the donor's inode (never modified: no chown, chmod or utimes
+/// on it).
+pub trait ContentDonor {
+    /// The open file whose `size` bytes are the content starting at byte `offset` of the
+    /// stream, if the donor has it.
+    fn take(&mut self, offset: u64, size: u64) -> Option<File>;
+    /// Whether a hard link to the donor's file may be made.
+    fn link(&self) -> bool;
+    /// Reflinking failed here (filesystem without FICLONE, or another device): offer no more
+    /// files unless linking.
+    fn clone_refused(&mut self);
+}
+
+/// `apply_layer`, with the content of regular files placed from `donor` where it has them.
+pub fn apply_layer_with(
+    root: &Path,
+    stream: impl Read,
+    format: WhiteoutFormat,
+    split: &mut dyn Write,
+    donor: Option<Box<dyn ContentDonor>>,
+) -> Result<AppliedLayer, ArchiveError> {
     let rootfd = rfs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -76,6 +104,7 @@ pub fn apply_layer(
         split: sw,
         buf: vec![0u8; CHUNK],
         size: 0,
+        donor,
     };
     x.run()?;
     x.finish_dir_times()?;
@@ -205,6 +234,7 @@ struct Extractor<R: Read> {
     split: SplitWriter,
     buf: Vec<u8>,
     size: u64,
+    donor: Option<Box<dyn ContentDonor>>,
 }
 
 impl<R: Read> Extractor<R> {
@@ -397,6 +427,14 @@ impl<R: Read> Extractor<R> {
         canon: &[u8],
         e: &Entry,
     ) -> Result<(), ArchiveError> {
+        let offset = self.input.r.bytes_read();
+        let donated = match self.donor.as_mut() {
+            Some(d) if e.size > 0 => d.take(offset, e.size),
+            _ => None,
+        };
+        if let Some(src) = donated {
+            return self.write_donated(pfd, name, canon, e, src);
+        }
         let fl =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = self.create(pfd, name, canon, || {
@@ -421,12 +459,78 @@ impl<R: Read> Extractor<R> {
         let id = self.split.file(canon, e.size)?;
         self.tracked.insert(canon.to_vec(), (id, e.size));
         self.skip_raw(padding(e.size) as u64)?;
-        rfs::fchown(&f, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)))
+        self.finish_file(&f, canon, e)
+    }
+
+    fn finish_file(&mut self, f: &File, canon: &[u8], e: &Entry) -> Result<(), ArchiveError> {
+        rfs::fchown(f, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)))
             .map_err(|er| self.ioe("chown", canon, er))?;
-        rfs::fchmod(&f, Mode::from_raw_mode(e.mode)).map_err(|er| self.ioe("chmod", canon, er))?;
+        rfs::fchmod(f, Mode::from_raw_mode(e.mode)).map_err(|er| self.ioe("chmod", canon, er))?;
         self.set_xattrs(XattrTarget::Fd(f.as_fd()), &e.xattrs, canon)?;
-        rfs::futimens(&f, &times(e)).map_err(|er| self.ioe("set times of", canon, er))?;
+        rfs::futimens(f, &times(e)).map_err(|er| self.ioe("set times of", canon, er))?;
         Ok(())
+    }
+
+    /// A regular file whose content the donor has: the stream's bytes are read (hashed) and
+    /// dropped, then the donor's file is linked (same owner, mode, mtime, no xattrs in the
+    /// header) or reflinked, or else copied in the kernel.
+    fn write_donated(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        canon: &[u8],
+        e: &Entry,
+        mut src: File,
+    ) -> Result<(), ArchiveError> {
+        let mut left = e.size;
+        while left > 0 {
+            let k = (CHUNK as u64).min(left) as usize;
+            self.input.exact(&mut self.buf[..k])?;
+            left -= k as u64;
+        }
+        let id = self.split.file(canon, e.size)?;
+        self.tracked.insert(canon.to_vec(), (id, e.size));
+        self.skip_raw(padding(e.size) as u64)?;
+        let link = self.donor.as_ref().is_some_and(|d| d.link())
+            && e.xattrs.is_empty()
+            && rfs::fstat(&src).is_ok_and(|st| {
+                st.st_uid == e.uid
+                    && st.st_gid == e.gid
+                    && st.st_mode & 0o7777 == e.mode & 0o7777
+                    && st.st_mtime == e.mtime.tv_sec
+                    && st.st_mtime_nsec as i64 == e.mtime.tv_nsec
+            });
+        if link {
+            let mut r = rfs::linkat(&src, c"", pfd, name, AtFlags::EMPTY_PATH);
+            if r == Err(Errno::EXIST) {
+                self.remove_entry(pfd, name, canon)?;
+                r = rfs::linkat(&src, c"", pfd, name, AtFlags::EMPTY_PATH);
+            }
+            if r.is_ok() {
+                return Ok(());
+            }
+        }
+        let fl =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = self.create(pfd, name, canon, || {
+            rfs::openat(pfd, name, fl, Mode::from_raw_mode(0o600))
+        })?;
+        let f = File::from(fd);
+        if rfs::ioctl_ficlone(&f, &src).is_err() {
+            if let Some(d) = self.donor.as_mut() {
+                d.clone_refused();
+            }
+            let copy_err = |er| ArchiveError::io("copy to", self.root_path.join(show(canon)), er);
+            std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(0)).map_err(copy_err)?;
+            let n = std::io::copy(&mut (&src).take(e.size), &mut &f).map_err(copy_err)?;
+            if n != e.size {
+                return Err(ArchiveError::SplitMismatch(format!(
+                    "{} changed while it was adopted",
+                    String::from_utf8_lossy(canon)
+                )));
+            }
+        }
+        self.finish_file(&f, canon, e)
     }
 
     fn set_dir_meta(

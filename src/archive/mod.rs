@@ -7,6 +7,7 @@
 
 pub mod compression;
 pub mod extract;
+pub mod foreign_split;
 mod tar_header;
 pub mod tarsplit;
 pub mod write;
@@ -18,7 +19,7 @@ use crate::digest::Digest;
 use std::path::PathBuf;
 
 pub use compression::{Compression, decompress};
-pub use extract::apply_layer;
+pub use extract::{ContentDonor, apply_layer, apply_layer_with};
 pub use tarsplit::reassemble;
 pub use write::{tar_changes, tar_directory};
 

@@ -281,11 +281,14 @@ pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
         if img.tags.is_empty() && img.digests.is_empty() && parents.contains(&img.id.to_string()) {
             continue;
         }
-        let digest = img
-            .digests
-            .first()
-            .and_then(|d| d.digest.as_ref())
-            .map(|d| d.to_string());
+        // Docker shows on each row the digest recorded for that row's repository.
+        let digest_of = |repo: &str| {
+            img.digests
+                .iter()
+                .find(|d| d.familiar_repository() == repo)
+                .and_then(|d| d.digest.as_ref())
+                .map(|d| d.to_string())
+        };
         let mut entries: Vec<(String, String)> = img
             .tags
             .iter()
@@ -307,6 +310,7 @@ pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
             {
                 continue;
             }
+            let digest = digest_of(&repo);
             let mut row = vec![repo.clone(), tag.clone()];
             if a.digests {
                 row.push(digest.clone().unwrap_or_else(|| "<none>".into()));

@@ -4,6 +4,9 @@ use super::Cli;
 use super::format::human_size;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use strata::engine::migrate::{Event, LayerStatus, SourceKind};
 
 /// Display detailed information on containers or images
 #[derive(Args)]
@@ -48,12 +51,34 @@ pub struct PruneArgs {
     volumes: bool,
 }
 
+/// Adopt every image of a Docker or Podman store (read-only; no network)
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// The store to adopt: docker (overlay2) or podman (containers/storage, overlay)
+    #[arg(long, value_parser = ["docker", "podman"])]
+    from: String,
+    /// Docker's data root (with --from docker)
+    #[arg(long = "docker-root", default_value = "/var/lib/docker")]
+    docker_root: PathBuf,
+    /// containers/storage graph root (with --from podman)
+    #[arg(long, default_value = "/var/lib/containers/storage")]
+    graphroot: PathBuf,
+    /// List what would be adopted and the disk it needs; change nothing
+    #[arg(long = "dry-run")]
+    dry_run: bool,
+    /// Hard-link regular files to the source's instead of reflinking or copying them (the
+    /// two stores then share those inodes; needs the same filesystem)
+    #[arg(long)]
+    link: bool,
+}
+
 #[derive(Subcommand)]
 pub enum SystemCmd {
     Df(super::containerfs::DfArgs),
     Events(super::events::EventsArgs),
     Fsck(FsckArgs),
     Info(InfoArgs),
+    Migrate(MigrateArgs),
     Prune(PruneArgs),
 }
 
@@ -63,6 +88,7 @@ pub fn system_cmd(cli: &Cli, c: &SystemCmd) -> Result<i32> {
         SystemCmd::Events(a) => super::events::events(cli, a),
         SystemCmd::Fsck(a) => fsck(cli, a),
         SystemCmd::Info(a) => info(cli, a),
+        SystemCmd::Migrate(a) => migrate(cli, a),
         SystemCmd::Prune(a) => prune(cli, a),
     }
 }
@@ -240,4 +266,101 @@ fn cpu_seconds() -> f64 {
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+pub fn migrate(cli: &Cli, a: &MigrateArgs) -> Result<i32> {
+    let (kind, root) = match a.from.as_str() {
+        "docker" => (SourceKind::Docker, &a.docker_root),
+        _ => (SourceKind::Podman, &a.graphroot),
+    };
+    let engine = cli.engine()?;
+    if a.dry_run {
+        let plan = engine.migrate_plan(kind, root)?;
+        for p in &plan.problems {
+            eprintln!("warning: {p}");
+        }
+        println!(
+            "{:<14}{:<8}{:<12}{:<12}NAMES",
+            "IMAGE ID", "LAYERS", "NEW LAYERS", "NEW SIZE"
+        );
+        for i in &plan.images {
+            let names: Vec<String> = i.names.iter().map(|n| n.familiar()).collect();
+            println!(
+                "{:<14}{:<8}{:<12}{:<12}{}",
+                &i.id.hex()[..12],
+                i.layers,
+                i.new_layers,
+                human_size(i.new_bytes),
+                if names.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+        println!(
+            "would adopt {} images: {} new layers ({} of disk), {} layers already present",
+            plan.images.len(),
+            plan.layers_new,
+            human_size(plan.bytes_needed),
+            plan.layers_present
+        );
+        return Ok(0);
+    }
+    let tty = std::io::stderr().is_terminal();
+    let progress = std::sync::Arc::new(move |e: Event| match e {
+        Event::Reading { layer, done, total } => {
+            if tty {
+                eprint!(
+                    "\r\x1b[K{layer}: Adopting {} / {}",
+                    human_size(done),
+                    human_size(total)
+                );
+            }
+        }
+        Event::Layer { layer, status } => {
+            let clear = if tty { "\r\x1b[K" } else { "" };
+            match status {
+                LayerStatus::Adopted { bytes } => {
+                    eprintln!("{clear}{layer}: Adopted {}", human_size(bytes))
+                }
+                LayerStatus::Present => eprintln!("{clear}{layer}: Already exists"),
+                LayerStatus::Skipped(why) => eprintln!("{clear}{layer}: Refused: {why}"),
+            }
+        }
+        Event::Image { id, names, skipped } => {
+            let clear = if tty { "\r\x1b[K" } else { "" };
+            let shown = names
+                .iter()
+                .find(|n| n.tag.is_some())
+                .map(|n| n.familiar())
+                .unwrap_or_else(|| id.to_string());
+            match skipped {
+                None => eprintln!("{clear}Adopted image: {shown}"),
+                Some(why) => eprintln!("{clear}Skipped image {shown}: {why}"),
+            }
+        }
+    });
+    let t = std::time::Instant::now();
+    let sum = engine.migrate(kind, root, a.link, progress)?;
+    let secs = t.elapsed().as_secs_f64();
+    for p in &sum.problems {
+        eprintln!("warning: {p}");
+    }
+    println!(
+        "adopted {} images ({} skipped); layers: {} adopted, {} already present, {} refused; {} in {:.2}s ({:.0} MB/s)",
+        sum.images_adopted,
+        sum.images_skipped,
+        sum.layers_adopted,
+        sum.layers_present,
+        sum.layers_skipped,
+        human_size(sum.bytes),
+        secs,
+        sum.bytes as f64 / 1e6 / secs.max(1e-9)
+    );
+    Ok(if sum.images_skipped > 0 || sum.layers_skipped > 0 {
+        1
+    } else {
+        0
+    })
 }

@@ -451,7 +451,7 @@ impl Engine {
                         None => Box::new(raw),
                     };
                     let (_, r) = archive::decompress(raw).map_err(|e| format!("{what}: {e}"))?;
-                    Ok(r)
+                    Ok(r.into())
                 }),
             });
         }

@@ -14,6 +14,7 @@ pub mod fsck;
 pub mod gc;
 pub mod import;
 pub mod load;
+pub mod migrate;
 pub mod pull;
 pub mod push;
 pub mod remove;

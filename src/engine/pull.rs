@@ -645,7 +645,7 @@ impl Engine {
                         let fetch = Rc::new(RefCell::new(fetch));
                         let (_, dec) = archive::decompress(SharedReader(fetch.clone()))
                             .map_err(|e| ctx.fail(format!("layer {d}: {e}")))?;
-                        Ok(Box::new(Finisher { inner: dec, fetch }) as Box<dyn Read>)
+                        Ok((Box::new(Finisher { inner: dec, fetch }) as Box<dyn Read>).into())
                     }),
                 }
             })

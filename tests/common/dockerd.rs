@@ -13,6 +13,7 @@ pub struct Dockerd {
     pub dir: PathBuf,
     exec_root: PathBuf,
     pub host: String,
+    stopped: bool,
 }
 
 impl Dockerd {
@@ -92,6 +93,7 @@ impl Dockerd {
             dir,
             exec_root,
             host,
+            stopped: false,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -140,8 +142,19 @@ impl Dockerd {
     }
 }
 
-impl Drop for Dockerd {
-    fn drop(&mut self) {
+impl Dockerd {
+    /// The daemon's data root (`--data-root`): its image store, for reading.
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Stop the daemons (SIGTERM, then SIGKILL after 20 s) but keep the data root until
+    /// drop, so a test can read the store of a stopped Docker.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -154,6 +167,12 @@ impl Drop for Dockerd {
         let _ = self.child.wait();
         let _ = self.containerd.kill();
         let _ = self.containerd.wait();
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        self.stop();
         // Whatever the daemon left mounted under its roots, then the roots.
         for root in [&self.dir, &self.exec_root] {
             if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
