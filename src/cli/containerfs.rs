@@ -3,6 +3,7 @@
 
 use super::Cli;
 use super::format::{ago, ellipsis, human_size, human_size_prec, table};
+use super::template::{RowFormat, Value};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
@@ -60,9 +61,9 @@ pub struct DfArgs {
     /// Show detailed information on space usage
     #[arg(short, long)]
     verbose: bool,
-    /// Output format: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    /// Format output using a Go template, `table`, `table TEMPLATE` or `json`
+    #[arg(long)]
+    format: Option<String>,
 }
 
 pub fn diff(cli: &Cli, a: &DiffArgs) -> Result<i32> {
@@ -282,6 +283,7 @@ fn is_active(c: &Container) -> bool {
 }
 
 pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
+    let format = RowFormat::parse(a.format.as_deref())?;
     let engine = cli.engine()?;
     let mut du = engine.disk_usage()?;
     let list: Vec<Container> = du.containers.iter().map(|u| u.container.clone()).collect();
@@ -290,7 +292,7 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
         u.container = c;
     }
     let mut out = std::io::stdout().lock();
-    if a.verbose && a.format == "table" {
+    if a.verbose && format.is_default() {
         return df_verbose(&engine, &du, &mut out);
     }
     let cache = engine.build_cache_usage()?;
@@ -343,21 +345,34 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
         ),
         df_row("Build Cache", cache.len(), 0, cache_size, cache_size, false),
     ];
-    if a.format == "json" || a.format == "{{json .}}" {
-        for r in rows {
-            writeln!(
-                out,
-                "{}",
-                json!({"Active": r[2], "Reclaimable": r[4], "Size": r[3], "TotalCount": r[1], "Type": r[0]})
-            )?;
-        }
+    if !format.is_default() {
+        let ctx: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                Value::Struct(
+                    "*formatter.diskUsageImagesContext",
+                    vec![
+                        ("Active".into(), Value::Str(r[2].clone())),
+                        ("Reclaimable".into(), Value::Str(r[4].clone())),
+                        ("Size".into(), Value::Str(r[3].clone())),
+                        ("TotalCount".into(), Value::Str(r[1].clone())),
+                        ("Type".into(), Value::Str(r[0].clone())),
+                    ],
+                )
+            })
+            .collect();
+        format.write(
+            &mut out,
+            &ctx,
+            &[
+                ("Type", "TYPE"),
+                ("TotalCount", "TOTAL"),
+                ("Active", "ACTIVE"),
+                ("Size", "SIZE"),
+                ("Reclaimable", "RECLAIMABLE"),
+            ],
+        )?;
         return Ok(0);
-    }
-    if a.format != "table" {
-        bail!(
-            "unsupported --format {:?} (supported: table, json)",
-            a.format
-        );
     }
     let mut t = vec![
         ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]

@@ -3,12 +3,15 @@
 mod build;
 mod container;
 mod containerfs;
+mod filter;
 mod format;
 mod image;
+mod inspect;
+mod ps;
 mod registry;
 mod run;
-mod template;
 mod system;
+mod template;
 mod volume;
 
 use anyhow::Result;
@@ -60,7 +63,7 @@ enum Command {
     Umount(container::UmountArgs),
     Export(container::ExportArgs),
     Rm(container::RmArgs),
-    Ps(container::PsArgs),
+    Ps(ps::PsArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(container::ContainerCmd),
@@ -140,7 +143,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Umount(a) => container::umount(cli, a),
         Command::Export(a) => container::export(cli, a),
         Command::Rm(a) => container::rm(cli, a),
-        Command::Ps(a) => container::ps(cli, a),
+        Command::Ps(a) => ps::ps(cli, a),
         Command::Container(c) => container::container_cmd(cli, c),
         Command::Diff(a) => containerfs::diff(cli, a),
         Command::Commit(a) => containerfs::commit(cli, a),

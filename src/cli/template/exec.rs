@@ -93,7 +93,7 @@ impl<'a> Exec<'a> {
                             m.into_iter().map(|(k, e)| (Value::Str(k), e)).collect()
                         }
                         Value::Int(n) => (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect(),
-                        Value::Null | Value::NoValue => Vec::new(),
+                        Value::Null | Value::Missing => Vec::new(),
                         other => {
                             return Err(self.exec_err(
                                 pos,
@@ -144,7 +144,7 @@ impl<'a> Exec<'a> {
         for c in &p.cmds {
             last = Some(self.command(c, dot, last, pos)?);
         }
-        let v = last.unwrap_or(Value::NoValue);
+        let v = last.unwrap_or(Value::Missing);
         for name in &p.decl {
             if p.assign {
                 if let Some(slot) = self.vars.iter_mut().rev().find(|(n, _)| n == name) {
@@ -173,9 +173,8 @@ impl<'a> Exec<'a> {
             if let Some(p) = piped {
                 args.push(p);
             }
-            return call(name, &args).map_err(|m| {
-                self.exec_err(pos, first, format!("error calling {name}: {m}"))
-            });
+            return call(name, &args)
+                .map_err(|m| self.exec_err(pos, first, format!("error calling {name}: {m}")));
         }
         // A method with arguments: Docker's `{{.Label "key"}}` on ps rows.
         if let Arg::Field(f) = first
@@ -216,7 +215,7 @@ impl<'a> Exec<'a> {
                     .rev()
                     .find(|(name, _)| name == n)
                     .map(|(_, v)| v.clone())
-                    .unwrap_or(Value::NoValue);
+                    .unwrap_or(Value::Missing);
                 self.fields(v, f, a, pos)
             }
             Arg::Func(name) => call(name, &[])
@@ -233,13 +232,19 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn fields(&self, mut v: Value, path: &[String], at: &Arg, pos: &Pos) -> Result<Value, TemplateError> {
+    fn fields(
+        &self,
+        mut v: Value,
+        path: &[String],
+        at: &Arg,
+        pos: &Pos,
+    ) -> Result<Value, TemplateError> {
         for name in path {
             v = match &v {
                 Value::Map(m) => m
                     .iter()
                     .find(|(k, _)| k == name)
-                    .map_or(Value::NoValue, |(_, x)| x.clone()),
+                    .map_or(Value::Missing, |(_, x)| x.clone()),
                 Value::Struct(ty, m) => match m.iter().find(|(k, _)| k == name) {
                     Some((_, x)) => x.clone(),
                     None => {
@@ -250,7 +255,7 @@ impl<'a> Exec<'a> {
                         ));
                     }
                 },
-                Value::Null | Value::NoValue => {
+                Value::Null | Value::Missing => {
                     return Err(self.exec_err(
                         pos,
                         at,
@@ -272,7 +277,7 @@ impl<'a> Exec<'a> {
 
 fn go_type(v: &Value) -> &'static str {
     match v {
-        Value::Null | Value::NoValue => "interface {}",
+        Value::Null | Value::Missing => "interface {}",
         Value::Bool(_) => "bool",
         Value::Int(_) => "int",
         Value::Float(_) => "float64",
@@ -297,13 +302,19 @@ fn want_int(v: &Value) -> Result<i64, String> {
     match v {
         Value::Int(i) => Ok(*i),
         Value::Float(f) if f.fract() == 0.0 => Ok(*f as i64),
-        other => Err(format!("wrong type for value; expected int; got {}", go_type(other))),
+        other => Err(format!(
+            "wrong type for value; expected int; got {}",
+            go_type(other)
+        )),
     }
 }
 
 fn arity(name: &str, args: &[Value], n: usize) -> Result<(), String> {
     if args.len() != n {
-        return Err(format!("wrong number of args for {name}: want {n} got {}", args.len()));
+        return Err(format!(
+            "wrong number of args for {name}: want {n} got {}",
+            args.len()
+        ));
     }
     Ok(())
 }
@@ -315,8 +326,8 @@ fn basic_eq(a: &Value, b: &Value) -> Result<bool, String> {
         (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => (*x as f64) == *y,
         (Value::Str(x), Value::Str(y)) => x == y,
         (Value::Bool(x), Value::Bool(y)) => x == y,
-        (Value::Null | Value::NoValue, Value::Null | Value::NoValue) => true,
-        (Value::Null | Value::NoValue, _) | (_, Value::Null | Value::NoValue) => false,
+        (Value::Null | Value::Missing, Value::Null | Value::Missing) => true,
+        (Value::Null | Value::Missing, _) | (_, Value::Null | Value::Missing) => false,
         (Value::List(_) | Value::Map(_) | Value::Struct(..), _)
         | (_, Value::List(_) | Value::Map(_) | Value::Struct(..)) => {
             return Err("non-comparable type".into());
@@ -335,7 +346,8 @@ fn order(a: &Value, b: &Value) -> Result<std::cmp::Ordering, String> {
                 Value::Float(f) => *f,
                 _ => 0.0,
             };
-            f(a).partial_cmp(&f(b)).ok_or_else(|| "incomparable".to_string())
+            f(a).partial_cmp(&f(b))
+                .ok_or_else(|| "incomparable".to_string())
         }
         _ => Err("incompatible types for comparison".into()),
     }
@@ -546,11 +558,13 @@ fn call(name: &str, args: &[Value]) -> Result<Value, String> {
                     (Value::Map(m), Value::Str(k)) => m
                         .iter()
                         .find(|(n, _)| n == k)
-                        .map_or(Value::NoValue, |(_, x)| x.clone()),
-                    (Value::Null | Value::NoValue, _) => {
+                        .map_or(Value::Missing, |(_, x)| x.clone()),
+                    (Value::Null | Value::Missing, _) => {
                         return Err("index of untyped nil".into());
                     }
-                    (other, _) => return Err(format!("can't index item of type {}", go_type(other))),
+                    (other, _) => {
+                        return Err(format!("can't index item of type {}", go_type(other)));
+                    }
                 };
             }
             v
@@ -564,7 +578,11 @@ fn call(name: &str, args: &[Value]) -> Result<Value, String> {
                 Value::Str(s) => {
                     let from = *idx.first().unwrap_or(&0) as usize;
                     let to = idx.get(1).map_or(s.len(), |x| *x as usize);
-                    if from > to || to > s.len() || !s.is_char_boundary(from) || !s.is_char_boundary(to) {
+                    if from > to
+                        || to > s.len()
+                        || !s.is_char_boundary(from)
+                        || !s.is_char_boundary(to)
+                    {
                         return Err(format!("index out of range: {to}"));
                     }
                     Value::str(&s[from..to])
@@ -626,7 +644,7 @@ fn call(name: &str, args: &[Value]) -> Result<Value, String> {
                         .collect::<Result<_, _>>()?;
                     Value::Str(parts.join(sep))
                 }
-                Value::Null | Value::NoValue => Value::str(""),
+                Value::Null | Value::Missing => Value::str(""),
                 other => {
                     return Err(format!(
                         "wrong type for value; expected []string; got {}",

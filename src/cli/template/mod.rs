@@ -121,7 +121,11 @@ impl RowFormat {
 /// One object per template run, as `inspect -f` prints: the template's text and a newline;
 /// without a template, the objects as an indented JSON array (Go's `json.MarshalIndent` with
 /// four spaces, HTML characters escaped as the daemon's encoder writes them).
-pub fn write_objects(out: &mut impl Write, format: Option<&str>, objects: &[Value]) -> anyhow::Result<()> {
+pub fn write_objects(
+    out: &mut impl Write,
+    format: Option<&str>,
+    objects: &[Value],
+) -> anyhow::Result<()> {
     match format {
         None | Some("") => {
             let mut buf = Vec::new();
@@ -129,7 +133,11 @@ pub fn write_objects(out: &mut impl Write, format: Option<&str>, objects: &[Valu
             let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
             serde::Serialize::serialize(objects, &mut ser)?;
             let text = String::from_utf8(buf)?;
-            let text = if objects.is_empty() { "[]".to_string() } else { value::escape_html(&text) };
+            let text = if objects.is_empty() {
+                "[]".to_string()
+            } else {
+                value::escape_html(&text)
+            };
             writeln!(out, "{text}")?;
         }
         Some("json") => {

@@ -59,14 +59,20 @@ impl Arg {
         match self {
             Arg::Field(f) if f.is_empty() => ".".into(),
             Arg::Field(f) => f.iter().map(|x| format!(".{x}")).collect(),
-            Arg::Var(n, f) => format!("${n}{}", f.iter().map(|x| format!(".{x}")).collect::<String>()),
+            Arg::Var(n, f) => format!(
+                "${n}{}",
+                f.iter().map(|x| format!(".{x}")).collect::<String>()
+            ),
             Arg::Func(n) => n.clone(),
             Arg::Str(s) => format!("{s:?}"),
             Arg::Int(i) => i.to_string(),
             Arg::Float(x) => x.to_string(),
             Arg::Bool(b) => b.to_string(),
             Arg::Nil => "nil".into(),
-            Arg::Sub(_, f) => format!("(…){}", f.iter().map(|x| format!(".{x}")).collect::<String>()),
+            Arg::Sub(_, f) => format!(
+                "(…){}",
+                f.iter().map(|x| format!(".{x}")).collect::<String>()
+            ),
         }
     }
 }
@@ -121,7 +127,8 @@ fn lex(src: &str) -> Result<Vec<Item>, TemplateError> {
             text = text.trim_start().to_string();
         }
         let after = &rest[open + 2..];
-        let trim_left = after.starts_with("- ") || after.starts_with("-\t") || after.starts_with("-\n");
+        let trim_left =
+            after.starts_with("- ") || after.starts_with("-\t") || after.starts_with("-\n");
         if trim_left {
             text = text.trim_end().to_string();
         }
@@ -173,7 +180,8 @@ fn lex_action(s: &str, pos: &Pos) -> Result<(Vec<Tok>, usize, bool), TemplateErr
             return Err(err(pos, "unclosed action"));
         }
         let c = b[i];
-        if s[i..].starts_with(" -}}") || s[i..].starts_with("\t-}}") || s[i..].starts_with("\n-}}") {
+        if s[i..].starts_with(" -}}") || s[i..].starts_with("\t-}}") || s[i..].starts_with("\n-}}")
+        {
             return Ok((toks, i + 4, true));
         }
         if s[i..].starts_with("}}") {
@@ -261,7 +269,11 @@ fn lex_action(s: &str, pos: &Pos) -> Result<(Vec<Tok>, usize, bool), TemplateErr
                             toks.last(),
                             Some(Tok::Field(_) | Tok::Chain(_) | Tok::Var(_) | Tok::Close)
                         );
-                    toks.push(if attached { Tok::Chain(name) } else { Tok::Field(name) });
+                    toks.push(if attached {
+                        Tok::Chain(name)
+                    } else {
+                        Tok::Field(name)
+                    });
                 }
                 i = j;
             }
@@ -275,7 +287,8 @@ fn lex_action(s: &str, pos: &Pos) -> Result<(Vec<Tok>, usize, bool), TemplateErr
             }
             b'-' | b'+' | b'0'..=b'9' => {
                 let mut j = i + 1;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_') {
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_')
+                {
                     j += 1;
                 }
                 toks.push(Tok::Num(s[i..j].to_string()));
@@ -314,6 +327,9 @@ pub fn parse(src: &str, is_func: &dyn Fn(&str) -> bool) -> Result<Vec<Node>, Tem
     }
 }
 
+/// The `{{end}}` or `{{else}}` that closed a list, and where.
+type BlockEnd = (String, Pos);
+
 struct Parser<'a> {
     items: Vec<Item>,
     i: usize,
@@ -325,7 +341,7 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     /// Nodes up to an `{{else…}}` or `{{end}}` (returned with the else's remaining tokens).
-    fn list(&mut self) -> Result<(Vec<Node>, Option<(String, Pos)>), TemplateError> {
+    fn list(&mut self) -> Result<(Vec<Node>, Option<BlockEnd>), TemplateError> {
         let mut nodes = Vec::new();
         while self.i < self.items.len() {
             let i = self.i;
@@ -360,7 +376,11 @@ impl Parser<'_> {
                     if self.range_depth == 0 {
                         return Err(err(&pos, format!("{{{{{k}}}}} outside {{{{range}}}}")));
                     }
-                    nodes.push(if k == "break" { Node::Break } else { Node::Continue });
+                    nodes.push(if k == "break" {
+                        Node::Break
+                    } else {
+                        Node::Continue
+                    });
                 }
                 Some(Tok::Ident(k)) if matches!(k.as_str(), "define" | "template" | "block") => {
                     return Err(err(&pos, format!("{{{{{k}}}}} is not supported")));
@@ -424,7 +444,12 @@ impl Parser<'_> {
         })
     }
 
-    fn pipeline(&mut self, toks: &[Tok], pos: &Pos, allow_decl: bool) -> Result<Pipeline, TemplateError> {
+    fn pipeline(
+        &mut self,
+        toks: &[Tok],
+        pos: &Pos,
+        allow_decl: bool,
+    ) -> Result<Pipeline, TemplateError> {
         let mut toks = toks;
         let mut decl = Vec::new();
         let mut assign = false;

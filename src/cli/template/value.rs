@@ -20,7 +20,7 @@ pub enum Value {
     /// A Go struct: the type name (for error messages) and its fields in declaration order.
     Struct(&'static str, Vec<(String, Value)>),
     /// A map key that is not there: Go prints `<no value>` for it and passes nil to functions.
-    NoValue,
+    Missing,
 }
 
 impl Value {
@@ -30,7 +30,12 @@ impl Value {
 
     /// An object with its keys in the order given.
     pub fn obj<const N: usize>(fields: [(&str, Value); N]) -> Value {
-        Value::Map(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        Value::Map(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -61,7 +66,7 @@ impl Value {
             Value::List(l) => !l.is_empty(),
             Value::Map(m) => !m.is_empty(),
             Value::Struct(..) => true,
-            Value::NoValue => false,
+            Value::Missing => false,
         }
     }
 
@@ -75,8 +80,8 @@ impl Value {
     fn write_go(&self, out: &mut String, top: bool) {
         match self {
             Value::Null => out.push_str("<nil>"),
-            Value::NoValue if top => out.push_str("<no value>"),
-            Value::NoValue => out.push_str("<nil>"),
+            Value::Missing if top => out.push_str("<no value>"),
+            Value::Missing => out.push_str("<nil>"),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Value::Int(i) => out.push_str(&i.to_string()),
             Value::Float(f) => out.push_str(&go_float(*f)),
@@ -218,7 +223,7 @@ impl From<Vec<String>> for Value {
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Value::Null | Value::NoValue => s.serialize_unit(),
+            Value::Null | Value::Missing => s.serialize_unit(),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Int(i) => s.serialize_i64(*i),
             Value::Float(f) => s.serialize_f64(*f),
