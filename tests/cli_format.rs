@@ -397,3 +397,68 @@ fn json_keys(text: &str) -> Vec<String> {
     }
     keys
 }
+
+#[test]
+fn prune_filters() {
+    let (s, _w) = store_with_busybox();
+    s.ok(&["create", "--name", "young", "bb:1", "true"]);
+    // Created less than an hour ago: `until=1h` keeps it; `until=0s` lets it go.
+    let out = s.ok(&["container", "prune", "-f", "--filter", "until=1h"]);
+    assert!(!out.contains("Deleted Containers"), "{out}");
+    let out = s.ok(&["container", "prune", "-f", "--filter", "label=nope"]);
+    assert!(!out.contains("Deleted Containers"), "{out}");
+    let out = s.ok(&["container", "prune", "-f", "--filter", "until=0s"]);
+    assert!(out.contains("Deleted Containers"), "{out}");
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    let e = s.fails(&["container", "prune", "-f", "--filter", "dangling=true"]);
+    assert!(e.contains("invalid filter 'dangling'"), "{e}");
+    let e = s.fails(&["image", "prune", "-f", "--filter", "until=soon"]);
+    assert!(e.contains("until=soon"), "{e}");
+    let out = s.ok(&["image", "prune", "-af", "--filter", "label=nope"]);
+    assert!(!out.contains("Deleted Images"), "{out}");
+    s.ok(&["images", "-q"]).lines().next().expect("bb:1 kept");
+}
+
+#[test]
+fn volume_templates() {
+    let (s, _w) = store_with_busybox();
+    s.ok(&["volume", "create", "--label", "team=a", "v1"]);
+    s.ok(&["volume", "create", "v2"]);
+    assert_eq!(
+        s.ok(&[
+            "volume",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Label \"team\"}}"
+        ]),
+        "v1 local a\nv2 local \n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "volume",
+            "ls",
+            "--filter",
+            "label=team",
+            "--format",
+            "table {{.Name}}\t{{.Scope}}"
+        ]),
+        "VOLUME NAME   SCOPE\nv1            local\n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "volume",
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Labels.team}} {{json .Options}}",
+            "v1"
+        ]),
+        "v1 a null\n"
+    );
+    let df = s.ok(&["system", "df", "--format", "{{.Type}}={{.TotalCount}}"]);
+    assert!(
+        df.starts_with("Images=1\nContainers=0\nLocal Volumes=2\n"),
+        "{df}"
+    );
+    let info = s.ok(&["info", "--format", "{{.Images}} {{.Driver}}"]);
+    assert_eq!(info, "1 overlay\n");
+}

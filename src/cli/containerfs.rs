@@ -53,6 +53,9 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     force: bool,
+    /// Provide filter values (e.g. 'until=<timestamp>', 'label=k=v')
+    #[arg(long = "filter")]
+    filter: Vec<String>,
 }
 
 /// Show docker disk usage
@@ -147,8 +150,9 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
     if !a.force && !super::confirmed("WARNING! This will remove all stopped containers.")? {
         return Ok(0);
     }
+    let wanted = container_prune_filter(&a.filter)?;
     let engine = cli.engine()?;
-    let (deleted, freed, code) = prune_containers(&engine);
+    let (deleted, freed, code) = prune_containers(&engine, &|c| wanted(&engine, c));
     if !deleted.is_empty() {
         println!("Deleted Containers:");
         for id in deleted {
@@ -162,7 +166,30 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
 
 /// Remove every stopped container not mounted by `strata mount`: the IDs removed, the bytes
 /// freed, and 1 if any removal failed (each failure is printed).
-pub(super) fn prune_containers(engine: &Engine) -> (Vec<String>, u64, i32) {
+/// The containers `container prune --filter` lets go: created before every `until`, labels
+/// as given.
+pub(super) type ContainerTest = Box<dyn Fn(&Engine, &Container) -> bool>;
+
+pub(super) fn container_prune_filter(args: &[String]) -> Result<ContainerTest> {
+    let f = super::filter::Filters::parse(args, &["until", "label", "label!"])?;
+    let until: Vec<chrono::DateTime<chrono::Utc>> = f
+        .values("until")
+        .map(super::filter::parse_until)
+        .collect::<Result<_>>()?;
+    Ok(Box::new(move |engine, c| {
+        let created = strata::image::config::parse_time(&c.created);
+        if until.iter().any(|u| created.is_none_or(|t| t >= *u)) {
+            return false;
+        }
+        let labels = super::ps::labels_of(c, engine);
+        f.labels_match(|k| labels.get(k).map(String::as_str))
+    }))
+}
+
+pub(super) fn prune_containers(
+    engine: &Engine,
+    wanted: &dyn Fn(&Container) -> bool,
+) -> (Vec<String>, u64, i32) {
     let list = match engine.containers().list() {
         Ok(l) => strata::engine::run::refresh(engine, l),
         Err(e) => {
@@ -173,7 +200,7 @@ pub(super) fn prune_containers(engine: &Engine) -> (Vec<String>, u64, i32) {
     // Mounted by `strata mount`: someone is using its files; leave it (rm -f removes it).
     let stopped: Vec<Container> = list
         .into_iter()
-        .filter(|c| c.state != "running" && c.mounts == 0)
+        .filter(|c| c.state != "running" && c.mounts == 0 && wanted(c))
         .collect();
     let sizes = engine.container_sizes(&stopped);
     let mut deleted = Vec::new();

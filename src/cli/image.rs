@@ -131,6 +131,9 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     pub(super) force: bool,
+    /// Provide filter values (e.g. 'until=<timestamp>', 'label=k=v')
+    #[arg(long = "filter")]
+    pub(super) filter: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -613,6 +616,32 @@ pub fn inspect_images(cli: &Cli, a: &ImageInspectArgs) -> Result<i32> {
     super::inspect::print(&docs, a.format.as_deref(), failed)
 }
 
+/// The images `image prune --filter` lets go: created before every `until`, labels as given.
+pub(super) type ImageTest = Box<dyn Fn(&strata::engine::Engine, &ImageRecord) -> bool>;
+
+pub(super) fn prune_filter(args: &[String]) -> Result<ImageTest> {
+    let f = Filters::parse(args, &["until", "label", "label!"])?;
+    let until: Vec<chrono::DateTime<chrono::Utc>> =
+        f.values("until").map(parse_until).collect::<Result<_>>()?;
+    Ok(Box::new(move |engine, rec| {
+        let created = strata::image::config::parse_time(&rec.created);
+        if until.iter().any(|u| created.is_none_or(|t| t >= *u)) {
+            return false;
+        }
+        if !f.has("label") && !f.has("label!") {
+            return true;
+        }
+        let labels = engine
+            .images()
+            .config(&rec.id)
+            .ok()
+            .and_then(|(_, c)| c.config)
+            .and_then(|c| c.get("Labels").cloned())
+            .unwrap_or_default();
+        f.labels_match(|k| labels.get(k).and_then(|v| v.as_str()))
+    }))
+}
+
 pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
     if !a.force {
         let what = if a.all {
@@ -624,8 +653,9 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
             return Ok(0);
         }
     }
+    let wanted = prune_filter(&a.filter)?;
     let engine = cli.engine()?;
-    let (lines, freed) = engine.prune_images(a.all)?;
+    let (lines, freed) = engine.prune_images_matching(a.all, &|r| wanted(&engine, r))?;
     if !lines.is_empty() {
         println!("Deleted Images:");
         for l in lines {

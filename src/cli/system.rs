@@ -165,8 +165,11 @@ pub fn prune(cli: &Cli, a: &super::image::PruneArgs) -> Result<i32> {
             return Ok(0);
         }
     }
+    let images_wanted = super::image::prune_filter(&a.filter)?;
+    let containers_wanted = super::containerfs::container_prune_filter(&a.filter)?;
     let engine = cli.engine()?;
-    let (deleted, freed_c, code) = super::containerfs::prune_containers(&engine);
+    let (deleted, freed_c, code) =
+        super::containerfs::prune_containers(&engine, &|c| containers_wanted(&engine, c));
     if !deleted.is_empty() {
         println!("Deleted Containers:");
         for id in deleted {
@@ -174,7 +177,7 @@ pub fn prune(cli: &Cli, a: &super::image::PruneArgs) -> Result<i32> {
         }
         println!();
     }
-    let (lines, freed_i) = engine.prune_images(a.all)?;
+    let (lines, freed_i) = engine.prune_images_matching(a.all, &|r| images_wanted(&engine, r))?;
     if !lines.is_empty() {
         println!("Deleted Images:");
         for l in lines {
