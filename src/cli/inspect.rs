@@ -125,7 +125,16 @@ fn docker_driver_name(name: &str) -> &str {
 }
 
 pub fn container_doc(engine: &Engine, c: &Container, sizes: bool) -> Value {
-    let argv = super::ps::argv_of(c, engine);
+    // The image's config is read once: the command, labels and Config defaults all come from it.
+    let image_cfg = engine.images().config(&c.image_id).ok().map(|(_, cfg)| cfg);
+    let mut argv: Vec<String> = c.config.entrypoint.clone();
+    argv.extend(c.config.cmd.iter().cloned());
+    if argv.is_empty()
+        && let Some(cfg) = &image_cfg
+    {
+        argv = cfg.strings("Entrypoint");
+        argv.extend(cfg.strings("Cmd"));
+    }
     let dir = strata::engine::run::container_dir(&engine.root, c);
     let path = |name: &str| Value::Str(dir.dir.join(name).display().to_string());
     let mut state = overlay(template(STATE), &super::run::state_json(engine, c), &[]);
@@ -165,12 +174,14 @@ pub fn container_doc(engine: &Engine, c: &Container, sizes: bool) -> Value {
             ("Config", Value::Map(log_opts)),
         ]),
     );
-    let labels = super::ps::labels_of(c, engine);
-    let image_cfg = engine
-        .images()
-        .config(&c.image_id)
-        .ok()
-        .and_then(|(_, cfg)| cfg.config);
+    let image_cfg = image_cfg.and_then(|cfg| cfg.config);
+    let labels: Vec<(String, Value)> = match image_cfg.as_ref().and_then(|c| c.get("Labels")) {
+        Some(serde_json::Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::str(v.as_str().unwrap_or_default())))
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut config = config_doc(image_cfg.as_ref());
     config.set("Hostname", Value::Str(strata::engine::run::hostname_of(c)));
     config.set("Tty", Value::Bool(c.config.tty));
@@ -204,15 +215,7 @@ pub fn container_doc(engine: &Engine, c: &Container, sizes: bool) -> Value {
     if !c.config.user.is_empty() {
         config.set("User", Value::Str(c.config.user.clone()));
     }
-    config.set(
-        "Labels",
-        Value::Map(
-            labels
-                .into_iter()
-                .map(|(k, v)| (k, Value::Str(v)))
-                .collect(),
-        ),
-    );
+    config.set("Labels", Value::Map(labels));
     let mut net = template(NETWORK_SETTINGS);
     net.set(
         "Networks",

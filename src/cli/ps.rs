@@ -348,10 +348,16 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
         table(&mut out, &rows)?;
         return Ok(0);
     }
+    // Labels come from the image's config: read once per image, not once per container.
+    let mut image_labels: std::collections::HashMap<String, BTreeMap<String, String>> =
+        Default::default();
     let rows: Vec<Value> = list
         .iter()
         .map(|c| {
-            let labels = labels_of(c, &engine);
+            let labels = image_labels
+                .entry(c.image_id.to_string())
+                .or_insert_with(|| labels_of(c, &engine))
+                .clone();
             let label_text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let mounts: Vec<String> = c
                 .config
