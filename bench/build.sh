@@ -63,16 +63,7 @@ echo "  median $m ms, $(echo "$m / 20" | bc -l | xargs printf '%.1f') ms a step 
 big=$work/big
 mkdir -p "$big/data"
 per=$(( MB * 1024 / FILES ))
-python3 - "$big/data" "$FILES" "$per" <<'PY'
-import os, sys
-d, n, kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-blob = os.urandom(kb * 1024)
-for i in range(n):
-    sub = os.path.join(d, "%03d" % (i % 200))
-    os.makedirs(sub, exist_ok=True)
-    with open(os.path.join(sub, "f%05d" % i), "wb") as f:
-        f.write(i.to_bytes(4, "little") + blob[4:])
-PY
+python3 bench/make_context.py "$big/data" "$FILES" "$per"
 printf 'FROM bench/bb:latest\nCOPY . /src\n' > "$big/Dockerfile"
 sync
 echo "== large context ($FILES files, $MB MB): cold (--no-cache), 3 runs"

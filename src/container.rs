@@ -26,6 +26,9 @@ pub enum ContainerError {
     Ambiguous(String),
     #[error("No such image: {0} (it was deleted while the container was being created)")]
     ImageGone(String),
+    /// A `--storage-opt` the container cannot have (Docker's wording).
+    #[error("{0}")]
+    StorageOpt(String),
     #[error(transparent)]
     Driver(#[from] DriverError),
     #[error(transparent)]
@@ -91,6 +94,32 @@ pub struct RunConfig {
     /// volume is read from here (`volume::VolumeStore::users`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<crate::volume::MountPoint>,
+    /// `--storage-opt KEY=VALUE`, as given (Docker's `HostConfig.StorageOpt`); only `size`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_opt: Vec<String>,
+}
+
+/// The writable-layer size limit `--storage-opt` asks for (None: no limit). Docker's keys and
+/// messages: `size` (units as `--memory`: `120M`, `1.5g`), anything else "Unknown option".
+pub fn storage_size_limit(opts: &[String]) -> Result<Option<u64>, ContainerError> {
+    let mut size = None;
+    for o in opts {
+        let Some((k, v)) = o.split_once('=') else {
+            return Err(ContainerError::StorageOpt(format!(
+                "invalid storage option {o:?}: expected KEY=VALUE"
+            )));
+        };
+        match k.to_ascii_lowercase().as_str() {
+            "size" => match crate::runtime::logs::parse_size(v) {
+                Some(n) if n > 0 => size = Some(n),
+                _ => {
+                    return Err(ContainerError::StorageOpt(format!("invalid size: '{v}'")));
+                }
+            },
+            _ => return Err(ContainerError::StorageOpt(format!("Unknown option {k}"))),
+        }
+    }
+    Ok(size)
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +282,10 @@ impl<'a> ContainerStore<'a> {
                 });
             }
         }
+        let size_limit = storage_size_limit(&new.config.storage_opt)?;
+        if size_limit.is_some() {
+            self.driver.size_limit_supported()?;
+        }
         let id = random_hex(32);
         let cache_id = random_hex(32);
         let init_id = init_layer::id_for(&cache_id);
@@ -269,6 +302,10 @@ impl<'a> ContainerStore<'a> {
         if let Err(e) = self
             .driver
             .create(&cache_id, Some(&init_id), LayerKind::Container)
+            .and_then(|()| match size_limit {
+                Some(n) => self.driver.limit_size(&cache_id, n),
+                None => Ok(()),
+            })
         {
             let _ = self.driver.remove(&cache_id);
             let _ = self.driver.remove(&init_id);

@@ -96,7 +96,7 @@ both_drivers!(cow_test_pair, |d| {
         out.contains("Successfully tagged acme/my-base-image:1.0"),
         "{out}"
     );
-    let before = s.disk_usage_of(if d == "vfs" { "vfs/dir" } else { "overlay" });
+    let before = s.layers_disk_usage();
     let out = build(
         &s,
         &c,
@@ -121,7 +121,7 @@ both_drivers!(cow_test_pair, |d| {
         layers(&s, "acme/my-base-image:1.0").len(),
         layers(&s, "bb:latest").len() + 1
     );
-    let after = s.disk_usage_of(if d == "vfs" { "vfs/dir" } else { "overlay" });
+    let after = s.layers_disk_usage();
     assert!(
         after <= before + 64 * 1024,
         "no new layer data: {before} -> {after}"
@@ -627,10 +627,159 @@ fn saved_image(save: &Path) -> (serde_json::Value, Vec<Vec<String>>) {
     (config, layers)
 }
 
-/// The same Dockerfile built by Docker's classic builder (`DOCKER_BUILDKIT=0 docker build`,
-/// the builder whose output and history strata follows) and by strata, from the same base
-/// image: the configs are equal, the history lines equal (the source hashes after `file:` and
-/// `dir:` aside: Docker's are tarsums of the context), and every layer holds the same entries.
+/// Entries of an exported root filesystem (`export` of a container of the image), mtimes aside.
+fn exported(tar_path: &Path) -> Vec<String> {
+    let mut ar = tar::Archive::new(std::fs::File::open(tar_path).unwrap());
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let path = String::from_utf8_lossy(&e.path_bytes())
+            .trim_end_matches('/')
+            .to_string();
+        // The init layer's files (hosts, resolv.conf, …) are the runtime's, not the image's.
+        if matches!(
+            path.as_str(),
+            "etc/hosts"
+                | "etc/hostname"
+                | "etc/resolv.conf"
+                | ".dockerenv"
+                | "dev/console"
+                | "dev/pts"
+                | "dev/shm"
+                | "proc"
+                | "sys"
+                | "dev"
+                | "etc/mtab"
+        ) {
+            continue;
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        out.push(format!(
+            "{path} {:?} {:o} {}:{} {} {:?}",
+            h.entry_type(),
+            h.mode().unwrap() & 0o7777,
+            h.uid().unwrap(),
+            h.gid().unwrap(),
+            &sha256_hex(&data)[..12],
+            h.link_name().unwrap()
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// History lines with the source hashes after `file:`/`dir:` masked (Docker's are tarsums of
+/// the context), and whether each made a layer.
+fn history_lines(config: &serde_json::Value) -> Vec<(String, bool)> {
+    config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let by = h["created_by"].as_str().unwrap_or("");
+            let masked = by
+                .split(' ')
+                .map(|w| match w.rsplit_once(':') {
+                    Some((k, hash))
+                        if hash.len() == 64
+                            && ["file", "dir", "multi"].iter().any(|t| k.ends_with(t)) =>
+                    {
+                        format!("{k}:HASH")
+                    }
+                    // A download's hash stands alone (`ADD <hash> in /dl/`).
+                    _ if w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                        "HASH".to_string()
+                    }
+                    _ => w.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            (masked, h["empty_layer"].as_bool().unwrap_or(false))
+        })
+        .collect()
+}
+
+/// Build `dir` with docker's classic builder and with strata as `tag`; compare the image
+/// config, the history, every layer's entries and the exported root filesystem.
+fn compare_with_docker(
+    docker: &common::dockerd::Dockerd,
+    s: &Store,
+    work: &Path,
+    dir: &Path,
+    tag: &str,
+) {
+    let o = docker
+        .cmd(&[
+            "build",
+            "--network",
+            "none",
+            "-t",
+            tag,
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "docker build {tag}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    build(s, dir, &["--network", "none", "-t", tag]);
+
+    let name = tag.replace([':', '/'], "-");
+    let (dsave, ssave) = (
+        work.join(format!("{name}-d.tar")),
+        work.join(format!("{name}-s.tar")),
+    );
+    docker.ok(&["save", "-o", dsave.to_str().unwrap(), tag]);
+    s.ok(&["save", "-o", ssave.to_str().unwrap(), tag]);
+    let (dconf, dlayers) = saved_image(&dsave);
+    let (sconf, slayers) = saved_image(&ssave);
+
+    // Docker's classic builder also writes the container config's zero values and the parent
+    // image's ID into the image config (nulls, false, ""); strata writes only what is set, as
+    // BuildKit does.
+    let mut dconfig = dconf["config"].as_object().unwrap().clone();
+    dconfig.retain(|k, v| {
+        !(k == "Image"
+            || v.is_null()
+            || v == &serde_json::json!(false)
+            || v == &serde_json::json!(""))
+    });
+    assert_eq!(
+        sconf["config"],
+        serde_json::Value::Object(dconfig),
+        "{tag}: image config"
+    );
+    for k in ["architecture", "os"] {
+        assert_eq!(sconf[k], dconf[k], "{tag}: {k}");
+    }
+    let (sh, dh) = (history_lines(&sconf), history_lines(&dconf));
+    assert_eq!(sh, dh, "{tag}: history");
+    assert_eq!(slayers.len(), dlayers.len(), "{tag}: layer count");
+    for (i, (sl, dl)) in slayers.iter().zip(&dlayers).enumerate() {
+        let step = sh.iter().filter(|h| !h.1).nth(i).map(|h| h.0.clone());
+        assert_eq!(sl, dl, "{tag}: layer {i} ({step:?})");
+    }
+
+    let (dexp, sexp) = (
+        work.join(format!("{name}-d-export.tar")),
+        work.join(format!("{name}-s-export.tar")),
+    );
+    let dc = docker.ok(&["create", "--network", "none", tag, "true"]);
+    docker.ok(&["export", "-o", dexp.to_str().unwrap(), dc.trim()]);
+    docker.ok(&["rm", dc.trim()]);
+    let sc = s.ok(&["create", tag, "true"]);
+    s.ok(&["export", "-o", sexp.to_str().unwrap(), sc.trim()]);
+    s.ok(&["rm", sc.trim()]);
+    assert_eq!(exported(&sexp), exported(&dexp), "{tag}: exported rootfs");
+}
+
+/// A suite of Dockerfiles built by Docker's classic builder (`DOCKER_BUILDKIT=0 docker
+/// build`, the builder whose output and history strata follows) and by strata from the same
+/// base image: configs, history lines, layers and exported root filesystems are equal.
 #[test]
 fn matches_docker_classic_builder() {
     let Some(docker) = common::dockerd::Dockerd::start() else {
@@ -641,8 +790,10 @@ fn matches_docker_classic_builder() {
     let bb = w.path().join("bb.tar");
     s.ok(&["save", "-o", bb.to_str().unwrap(), "bb:latest"]);
     docker.load(&bb);
-    let c = ctx(
-        &w.path().join("ctx"),
+
+    // Most instructions, ADD of a local tar, --chown, .dockerignore, relative WORKDIR.
+    let all = ctx(
+        &w.path().join("all"),
         &[
             ("a.txt", "hi\n"),
             ("sub/b", "x\n"),
@@ -676,83 +827,221 @@ CMD ["-c", "echo hi"]
         ],
     );
     std::fs::set_permissions(
-        c.join("a.txt"),
+        all.join("a.txt"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
     let t = std::process::Command::new("tar")
-        .args(["-C", c.to_str().unwrap(), "-cf", "t.tar", "sub"])
-        .current_dir(&c)
+        .args(["-cf", "t.tar", "sub"])
+        .current_dir(&all)
         .status()
         .unwrap();
     assert!(t.success());
+    compare_with_docker(&docker, &s, w.path(), &all, "cmp/all:1");
 
-    let o = docker
-        .cmd(&[
-            "build",
-            "--network",
-            "none",
-            "-t",
-            "cmp:1",
-            c.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "docker build: {}",
-        String::from_utf8_lossy(&o.stderr)
+    // The seeds' cow-test pair: a base with the app, and an image adding only a CMD.
+    let cow = ctx(
+        &w.path().join("cow"),
+        &[
+            ("hello.sh", "#!/bin/sh\necho \"Hello world\"\n"),
+            ("Dockerfile", "FROM bb:latest\nCOPY . /app\n"),
+        ],
     );
-    build(&s, &c, &["--network", "none", "-t", "cmp:1"]);
+    compare_with_docker(&docker, &s, w.path(), &cow, "acme/my-base-image:1.0");
+    let fin = ctx(
+        &w.path().join("final"),
+        &[(
+            "Dockerfile",
+            "FROM acme/my-base-image:1.0\nCMD /app/hello.sh\n",
+        )],
+    );
+    compare_with_docker(&docker, &s, w.path(), &fin, "acme/my-final-image:1.0");
 
-    let (dsave, ssave) = (w.path().join("d.tar"), w.path().join("s.tar"));
-    docker.ok(&["save", "-o", dsave.to_str().unwrap(), "cmp:1"]);
-    s.ok(&["save", "-o", ssave.to_str().unwrap(), "cmp:1"]);
-    let (dconf, dlayers) = saved_image(&dsave);
-    let (sconf, slayers) = saved_image(&ssave);
+    // Multi-stage with COPY --from, symlinks copied as symlinks, deletes (whiteouts), ENV in
+    // words, several sources into a directory, and a directory's contents copied.
+    let multi = ctx(
+        &w.path().join("multi"),
+        &[
+            ("one", "1\n"),
+            ("two", "2\n"),
+            ("d/x", "x\n"),
+            (
+                "Dockerfile",
+                "FROM bb:latest AS builder\nWORKDIR /w\nRUN echo built > out && ln -s out link && mkdir gone && touch gone/f\nRUN rm -r gone && rm /bin/ls\n\nFROM bb:latest\nENV DEST=/dst\nCOPY --from=builder /w/ $DEST/\nCOPY one two /many/\nCOPY d /flat\nRUN rm /bin/touch\nCMD [\"cat\", \"/dst/out\"]\n",
+            ),
+        ],
+    );
+    std::os::unix::fs::symlink("one", multi.join("lnk")).unwrap();
+    compare_with_docker(&docker, &s, w.path(), &multi, "cmp/multi:1");
 
-    // Docker's classic builder also writes the container config's zero values and the parent
-    // image's ID into the image config; strata writes only what is set, as BuildKit does.
-    let mut dconfig = dconf["config"].as_object().unwrap().clone();
-    dconfig.retain(|k, v| {
-        !(k == "Image" || v == &serde_json::json!(false) || v == &serde_json::json!(""))
+    // ADD of a URL: fetched, 0600, not extracted.
+    let port = http_server(std::sync::Arc::new(std::sync::Mutex::new(
+        LayerTar::new().file("inside", b"x").build(),
+    )));
+    let url = ctx(
+        &w.path().join("url"),
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM bb:latest\nADD http://127.0.0.1:{port}/t.tar /dl/\nADD http://127.0.0.1:{port}/t.tar /f\n"
+            ),
+        )],
+    );
+    compare_with_docker(&docker, &s, w.path(), &url, "cmp/url:1");
+}
+
+/// A one-file HTTP server on 127.0.0.1 for `ADD <url>`: serves whatever `body` holds now, with
+/// a fixed Last-Modified, to any number of requests.
+fn http_server(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut req = [0u8; 4096];
+            let _ = std::io::Read::read(&mut c, &mut req);
+            let b = body.lock().unwrap().clone();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n",
+                b.len()
+            );
+            let _ = std::io::Write::write_all(&mut c, head.as_bytes());
+            let _ = std::io::Write::write_all(&mut c, &b);
+        }
     });
-    assert_eq!(
-        sconf["config"],
-        serde_json::Value::Object(dconfig),
-        "image config"
+    port
+}
+
+/// `ADD <url>`: the file is fetched, named after the URL, mode 0600, dated by Last-Modified,
+/// never extracted (even a tar); the cache holds while the content is the same and not when it
+/// changes; a URL that fails is a located error.
+#[test]
+fn add_from_url() {
+    let s = Store::new("overlay");
+    let w = base(&s);
+    let tarball = LayerTar::new().file("inside", b"x").build();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(tarball.clone()));
+    let port = http_server(body.clone());
+    let c = ctx(
+        &w.path().join("c"),
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM bb:latest\nADD http://127.0.0.1:{port}/files/t.tar /dl/\nADD http://127.0.0.1:{port}/x?y=1 /named\n"
+            ),
+        )],
     );
-    assert_eq!(sconf["rootfs"]["type"], dconf["rootfs"]["type"]);
-    assert_eq!(sconf["architecture"], dconf["architecture"]);
-    assert_eq!(sconf["os"], dconf["os"]);
-    let hashes = |v: &serde_json::Value| -> Vec<(String, bool)> {
-        v["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                let by = h["created_by"].as_str().unwrap_or("").to_string();
-                let masked = by
-                    .split(' ')
-                    .map(|w| match w.rsplit_once(':') {
-                        Some((k, hash))
-                            if hash.len() == 64
-                                && ["file", "dir", "multi"].iter().any(|t| k.ends_with(t)) =>
-                        {
-                            format!("{k}:HASH")
-                        }
-                        _ => w.to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                (masked, h["empty_layer"].as_bool().unwrap_or(false))
-            })
-            .collect()
+    let first = build(&s, &c, &["-t", "dl:1"]);
+    assert!(!first.contains("Using cache"), "{first}");
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "dl:1",
+        "sh",
+        "-c",
+        "stat -c '%a %Y %s' /dl/t.tar /named; ls /dl",
+    ]);
+    let n = tarball.len();
+    assert_eq!(
+        out,
+        format!("600 1445412480 {n}\n600 1445412480 {n}\nt.tar\n"),
+        "not extracted, mode 0600, Last-Modified"
+    );
+    let h = s.ok(&["history", "--no-trunc", "dl:1"]);
+    assert!(h.contains("#(nop) ADD ") && h.contains(" in /dl/ "), "{h}");
+
+    let again = build(&s, &c, &["-t", "dl:2"]);
+    assert_eq!(again.matches("Using cache").count(), 2, "{again}");
+    assert_eq!(s.image_id("dl:1"), s.image_id("dl:2"));
+
+    *body.lock().unwrap() = b"changed".to_vec();
+    let changed = build(&s, &c, &["-t", "dl:3"]);
+    assert!(!changed.contains("Using cache"), "{changed}");
+    assert_eq!(s.ok(&["run", "--rm", "dl:3", "cat", "/named"]), "changed");
+
+    let bad = ctx(
+        &w.path().join("bad"),
+        &[(
+            "Dockerfile",
+            "FROM bb:latest\nADD http://127.0.0.1:1/nothing /n\n",
+        )],
+    );
+    let err = s.fails(&["build", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("ADD http://127.0.0.1:1/nothing"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// `--platform` and `FROM --platform=`: what is built carries the platform asked for; a local
+/// base of that platform is used, one of another platform is not (strata tries to pull the
+/// right one, as Docker's classic builder does); a bad platform is refused up front.
+#[test]
+fn build_for_another_platform() {
+    let s = Store::new("overlay");
+    let w = base(&s);
+    let c = ctx(
+        &w.path().join("c"),
+        &[
+            ("a", "a\n"),
+            ("Dockerfile", "FROM scratch\nCOPY a /a\n"),
+            ("Dockerfile.child", "FROM cross:1\nCOPY a /b\n"),
+            ("Dockerfile.wrong", "FROM bb:latest\nCOPY a /b\n"),
+            (
+                "Dockerfile.stage",
+                "ARG P=linux/arm/v7\nFROM --platform=$P scratch AS a\nCOPY a /a\nFROM bb:latest\nCOPY --from=a /a /a\n",
+            ),
+        ],
+    );
+    let platform = |img: &str| {
+        let v = s.inspect(img);
+        format!(
+            "{}/{}{}",
+            v["Os"].as_str().unwrap(),
+            v["Architecture"].as_str().unwrap(),
+            v["Variant"]
+                .as_str()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default()
+        )
     };
-    // The base image's own history entry is strata's import in both.
-    assert_eq!(hashes(&sconf), hashes(&dconf), "history");
-    assert_eq!(slayers.len(), dlayers.len(), "layer count");
-    for (i, (sl, dl)) in slayers.iter().zip(&dlayers).enumerate() {
-        assert_eq!(sl, dl, "layer {i} ({})", hashes(&sconf)[i].0);
-    }
+    build(&s, &c, &["--platform", "linux/arm64", "-t", "cross:1"]);
+    assert_eq!(platform("cross:1"), "linux/arm64");
+    build(
+        &s,
+        &c,
+        &[
+            "--platform",
+            "linux/aarch64",
+            "-f",
+            "Dockerfile.child",
+            "-t",
+            "cross:2",
+        ],
+    );
+    assert_eq!(platform("cross:2"), "linux/arm64");
+    assert_eq!(layers(&s, "cross:2")[0], layers(&s, "cross:1")[0]);
+
+    let err = s.fails(&[
+        "build",
+        "--platform",
+        "linux/arm64",
+        "-f",
+        "Dockerfile.wrong",
+        c.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("Dockerfile.wrong:1") && err.contains("not the wanted linux/arm64"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    build(&s, &c, &["-f", "Dockerfile.stage", "-t", "staged:1"]);
+    let host = platform("bb:latest");
+    assert_eq!(platform("staged:1"), host);
+
+    let err = s.fails(&["build", "--platform", "linux/x/y/z", c.to_str().unwrap()]);
+    assert!(err.contains("linux/x/y/z"), "{err}");
+    no_containers(&s);
 }

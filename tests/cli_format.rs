@@ -285,6 +285,9 @@ fn same_output_as_docker() {
         "{{.Os}}/{{.Architecture}} {{json .RepoTags}} {{.Size}}",
         "{{json .Config.Env}} {{json .Config.Cmd}}",
         "{{range .RootFS.Layers}}{{println .}}{{end}}",
+        "{{json .Config}}",
+        "{{json .ContainerConfig}}",
+        "{{json .GraphDriver.Name}} {{.Metadata}}",
     ] {
         assert_eq!(
             s.ok(&["image", "inspect", "-f", f, "bb:1"]),
@@ -325,6 +328,31 @@ fn same_output_as_docker() {
             docker(&["ps", "-a", "--filter", filter, "--format", f]),
             "ps --filter {filter} --format {f}"
         );
+    }
+    // Rows as JSON: the same keys, and the same values where they do not depend on time.
+    let ours = s.ok(&["images", "--format", "{{json .}}"]);
+    let theirs = docker(&["images", "--format", "{{json .}}"]);
+    assert_eq!(json_keys(&ours), json_keys(&theirs), "images json keys");
+    let ps_ours = s.ok(&["ps", "-a", "--filter", "name=fb", "--format", "{{json .}}"]);
+    let ps_theirs = docker(&["ps", "-a", "--filter", "name=fb", "--format", "{{json .}}"]);
+    assert_eq!(json_keys(&ps_ours), json_keys(&ps_theirs), "ps json keys");
+    let (o, t): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&ps_ours).unwrap(),
+        serde_json::from_str(&ps_theirs).unwrap(),
+    );
+    for k in [
+        "Command",
+        "Image",
+        "Labels",
+        "LocalVolumes",
+        "Mounts",
+        "Names",
+        "Ports",
+        "State",
+        "Status",
+        "Platform",
+    ] {
+        assert_eq!(o[k], t[k], "ps json {k}");
     }
     // The same keys in the same order: the documents' top level, and State and Config.
     for obj in ["fa", "bb:1"] {

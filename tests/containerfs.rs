@@ -83,11 +83,7 @@ both_drivers!(diff_reports_adds_changes_deletes, |driver| {
 
 /// The layer directories the driver holds (cache-ids; overlay's `l/` link directory left out).
 fn driver_dirs(s: &Store) -> std::collections::BTreeSet<String> {
-    let home = match s.driver {
-        "overlay" => s.root.join("overlay"),
-        _ => s.root.join("vfs/dir"),
-    };
-    std::fs::read_dir(home)
+    std::fs::read_dir(s.layer_home())
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -195,10 +191,7 @@ both_drivers!(leftover_scan_keeps_init_layers_of_containers, |driver| {
     let before = driver_dirs(&s);
     s.ok(&["create", "--name", "c1", "bb:1", "true"]);
     let with_c1 = driver_dirs(&s);
-    let home = match driver {
-        "overlay" => s.root.join("overlay"),
-        _ => s.root.join("vfs/dir"),
-    };
+    let home = s.layer_home();
     std::fs::create_dir(home.join("0123456789abcdef0123456789abcdef-init")).unwrap();
     // What a killed process leaves: its session file, no longer locked by anyone.
     std::fs::create_dir_all(s.root.join("locks/sessions")).unwrap();
@@ -237,6 +230,30 @@ both_drivers!(records_without_an_init_layer_still_work, |driver| {
         std::fs::write(home.join(rw).join("lower"), rest).unwrap();
         std::fs::remove_file(home.join("l").join(short)).unwrap();
         std::fs::remove_dir_all(home.join(init)).unwrap();
+    } else if driver == "btrfs" {
+        // The writable layer a snapshot of the image's (only) layer.
+        let home = s.layer_home();
+        let image_layer = before.iter().next().unwrap();
+        let btrfs = |args: &[&std::ffi::OsStr]| {
+            let st = std::process::Command::new("btrfs")
+                .arg("-q")
+                .args(args)
+                .status();
+            assert!(st.unwrap().success(), "btrfs {args:?}");
+        };
+        for d in [rw, init] {
+            btrfs(&[
+                "subvolume".as_ref(),
+                "delete".as_ref(),
+                home.join(d).as_os_str(),
+            ]);
+        }
+        btrfs(&[
+            "subvolume".as_ref(),
+            "snapshot".as_ref(),
+            home.join(image_layer).as_os_str(),
+            home.join(rw).as_os_str(),
+        ]);
     } else {
         // The writable layer a copy of the image's (only) layer, as vfs made it.
         let home = s.root.join("vfs/dir");

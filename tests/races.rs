@@ -160,12 +160,7 @@ both_drivers!(rmi_force_with_containers_only_untags, |driver| {
     s.ok(&["image", "prune", "-f"]);
     assert!(s.ok(&["images", "-a", "-q"]).trim().is_empty());
     s.fsck_clean();
-    let driver_dir = if driver == "overlay" {
-        "overlay"
-    } else {
-        "vfs/dir"
-    };
-    let left: Vec<_> = std::fs::read_dir(s.path().join(driver_dir))
+    let left: Vec<_> = std::fs::read_dir(s.layer_home())
         .unwrap()
         .flatten()
         .filter(|e| e.file_name() != "l")

@@ -335,8 +335,8 @@ fn fsck_detects_tampering() {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "find {} -path '*/diff/etc/data' | head -1",
-            s.path().display()
+            "find {} -path '*/etc/data' -not -path '*/merged/*' | head -1",
+            s.layer_home().display()
         ))
         .output()
         .unwrap();

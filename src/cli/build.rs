@@ -42,7 +42,7 @@ pub struct BuildArgs {
     /// Write the image ID to the file
     #[arg(long)]
     iidfile: Option<PathBuf>,
-    /// Set target platform for build (only the host's is supported)
+    /// Set target platform for build (os/arch[/variant]; RUN needs the host's or an emulator)
     #[arg(long)]
     platform: Option<String>,
     /// Timestamp for the image's dates and copied files (default: $SOURCE_DATE_EPOCH)
@@ -96,11 +96,10 @@ fn unpack_context(engine: &strata::engine::Engine, input: Box<dyn Read>) -> Resu
 }
 
 pub fn build(cli: &Cli, a: &BuildArgs) -> Result<i32> {
+    // A typo in --platform is refused before anything is read or pulled.
     if let Some(p) = &a.platform {
-        let host = format!("linux/{}", strata::engine::load::host_arch());
-        if !p.starts_with(&host) {
-            bail!("--platform {p}: only the host's platform ({host}) can be built");
-        }
+        strata::image::platform::WantedPlatform::parse(Some(p))
+            .with_context(|| format!("--platform {p}"))?;
     }
     if a.file.as_deref() == Some("-") && a.context == "-" {
         bail!("the Dockerfile and the context cannot both come from stdin");
@@ -191,6 +190,7 @@ pub fn build(cli: &Cli, a: &BuildArgs) -> Result<i32> {
         },
         quiet: a.quiet,
         source_date_epoch: a.source_date_epoch,
+        platform: a.platform.clone(),
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -60,6 +60,9 @@ pub struct RunOpts {
     /// Mount volumes from the specified container(s) (C[:ro|rw])
     #[arg(long = "volumes-from")]
     volumes_from: Vec<String>,
+    /// Storage driver options for the container: size=SIZE limits its writable layer (btrfs)
+    #[arg(long = "storage-opt")]
+    storage_opt: Vec<String>,
 }
 
 impl RunOpts {
@@ -72,6 +75,7 @@ impl RunOpts {
             );
         }
         LogOpts::parse(&self.log_opt)?;
+        strata::container::storage_size_limit(&self.storage_opt)?;
         if let Some(r) = &self.runtime
             && !r.is_empty()
             && !std::path::Path::new(r).is_file()
@@ -117,6 +121,7 @@ impl RunOpts {
             tmpfs: self.tmpfs.clone(),
             volumes_from: self.volumes_from.clone(),
             mounts: Vec::new(),
+            storage_opt: self.storage_opt.clone(),
         })
     }
 }

@@ -146,6 +146,7 @@ pub fn info(cli: &Cli, a: &InfoArgs) -> Result<i32> {
         println!("  {k}: {v}");
     }
     println!("  Layers: {layers}");
+    println!("  Storage Opts: {}", strata::driver::SIZE_LIMIT_SUPPORT);
     println!(" Strata Root Dir: {}", engine.root.display());
     Ok(0)
 }

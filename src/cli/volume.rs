@@ -358,6 +358,7 @@ pub fn host_config(c: &Container) -> Value {
         "Binds": or_null(json!(c.config.binds), c.config.binds.is_empty()),
         "Mounts": or_null(json!(mounts), mounts.is_empty()),
         "Tmpfs": or_null(json!(tmpfs), tmpfs.is_empty()),
+        "StorageOpt": storage_opt(c),
         "VolumeDriver": "",
         "VolumesFrom": or_null(json!(c.config.volumes_from), c.config.volumes_from.is_empty()),
         "AutoRemove": c.config.auto_remove,
@@ -374,6 +375,17 @@ pub fn config_volumes(c: &Container) -> Value {
         .map(|m| (m.destination.as_str(), json!({})))
         .collect();
     if v.is_empty() { Value::Null } else { json!(v) }
+}
+
+/// Docker's `HostConfig.StorageOpt`: a map of the `--storage-opt` pairs, null without any.
+fn storage_opt(c: &Container) -> Value {
+    let m: BTreeMap<&str, &str> = c
+        .config
+        .storage_opt
+        .iter()
+        .filter_map(|o| o.split_once('='))
+        .collect();
+    if m.is_empty() { Value::Null } else { json!(m) }
 }
 
 fn parse_size(s: &str) -> u64 {

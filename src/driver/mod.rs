@@ -4,6 +4,8 @@
 //! cache-id (never a digest, as Docker since 1.10) and a parent cache-id; it knows nothing
 //! of images, tars or the metadata store.
 
+pub mod btrfs;
+mod btrfs_ioctl;
 pub mod changes;
 mod fsutil;
 pub mod overlay;
@@ -43,6 +45,9 @@ pub enum DriverError {
     Exists(String),
     #[error("mounting layer {id}: {reason}")]
     Mount { id: String, reason: String },
+    /// `--storage-opt` the driver cannot honour, in Docker's words for that driver.
+    #[error("{0}")]
+    StorageOpt(&'static str),
     #[error("storage driver {driver} is not supported here: {reason}")]
     Unsupported {
         driver: &'static str,
@@ -101,15 +106,42 @@ pub trait Driver: Send + Sync {
         let p = parent.map(|p| self.diff_dir(p));
         changes::tree_changes(&self.diff_dir(id), p.as_deref())
     }
+    /// Whether `limit_size` works here (`--storage-opt size`): Ok, or the error Docker gives.
+    fn size_limit_supported(&self) -> Result<(), DriverError>;
+    /// Limit what container layer `id` may write to `bytes` (writes past it fail inside the
+    /// container; the store and other layers are not affected).
+    fn limit_size(&self, id: &str, bytes: u64) -> Result<(), DriverError> {
+        let _ = (id, bytes);
+        self.size_limit_supported()
+    }
 }
 
-/// Which driver a root uses when the user does not say: overlay where the backing filesystem
-/// supports it (a probe mount succeeds), else vfs.
+/// `strata info`'s line on `--storage-opt size`: which drivers and filesystems limit a
+/// container's writable layer.
+pub const SIZE_LIMIT_SUPPORT: &str = "size on btrfs (qgroup limit); not on overlay or vfs (they need xfs project quotas, which this kernel lacks)";
+
+/// Which driver a root uses when the user does not say: btrfs on btrfs (as Docker chooses),
+/// else overlay where the backing filesystem supports it (a probe mount succeeds), else vfs.
 pub fn default_driver_name(root: &Path) -> &'static str {
-    if overlay::supported(root).is_ok() {
+    if btrfs::supported(root).is_ok() {
+        "btrfs"
+    } else if overlay::supported(root).is_ok() {
         "overlay"
     } else {
         "vfs"
+    }
+}
+
+/// Whether driver `name` can work on `root`, checked before a store records its choice (so a
+/// refused `--storage-driver btrfs` off btrfs leaves nothing behind).
+pub fn usable(root: &Path, name: &str) -> Result<(), DriverError> {
+    match name {
+        "btrfs" => btrfs::supported(root),
+        "overlay" | "overlay2" | "vfs" => Ok(()),
+        _ => Err(DriverError::Unsupported {
+            driver: "unknown",
+            reason: format!("no driver named {name:?} (choose overlay, btrfs or vfs)"),
+        }),
     }
 }
 
@@ -118,9 +150,10 @@ pub fn open(root: &Path, name: &str) -> Result<Box<dyn Driver>, DriverError> {
     match name {
         "overlay" | "overlay2" => Ok(Box::new(overlay::Overlay::open(&root.join("overlay"))?)),
         "vfs" => Ok(Box::new(vfs::Vfs::open(&root.join("vfs"))?)),
+        "btrfs" => Ok(Box::new(btrfs::Btrfs::open(&root.join("btrfs"))?)),
         _ => Err(DriverError::Unsupported {
             driver: "unknown",
-            reason: format!("no driver named {name:?} (choose overlay or vfs)"),
+            reason: format!("no driver named {name:?} (choose overlay, btrfs or vfs)"),
         }),
     }
 }

@@ -127,6 +127,13 @@ impl Driver for Vfs {
         Vec::new()
     }
 
+    /// Docker's vfs limits size with xfs project quotas only (its error when they are absent).
+    fn size_limit_supported(&self) -> Result<(), DriverError> {
+        Err(DriverError::StorageOpt(
+            "Filesystem does not support, or has not enabled quotas",
+        ))
+    }
+
     fn list(&self) -> Result<Vec<String>, DriverError> {
         let rd =
             std::fs::read_dir(&self.home).map_err(|e| DriverError::io("readdir", &self.home, e))?;

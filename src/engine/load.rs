@@ -503,14 +503,7 @@ fn blob_path(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
 
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        a => a,
-    }
-}
+pub use crate::image::platform::host_arch;
 
 /// Removes a spooled file when dropped.
 struct TempPath(PathBuf);

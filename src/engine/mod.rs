@@ -58,6 +58,12 @@ pub enum EngineError {
     Registry(#[from] crate::registry::RegistryError),
 }
 
+impl From<crate::image::platform::InvalidPlatform> for EngineError {
+    fn from(e: crate::image::platform::InvalidPlatform) -> Self {
+        EngineError::Invalid(e.0)
+    }
+}
+
 impl From<rusqlite::Error> for EngineError {
     fn from(e: rusqlite::Error) -> Self {
         EngineError::Meta(MetaError::Sql(e))
@@ -166,6 +172,7 @@ impl Engine {
                 let chosen = w
                     .map(str::to_string)
                     .unwrap_or_else(|| driver::default_driver_name(root).to_string());
+                driver::usable(root, &chosen)?;
                 // A concurrent first open may have chosen already: insert-if-absent, then read back.
                 meta.write(|tx| -> Result<(), EngineError> {
                     tx.execute(

@@ -19,6 +19,7 @@ use crate::digest::{Digest, Hasher, chain_ids};
 use crate::image::archive_format::{
     Descriptor, Index, MT_DOCKER_LIST, MT_OCI_INDEX, Manifest, check_layer_media_types,
 };
+use crate::image::platform::{WantedPlatform, normalize_arch, normalize_os};
 use crate::image::{ImageConfig, Reference};
 use crate::layer::{LayerError, LayerSource};
 use crate::lock::LockFile;
@@ -428,159 +429,6 @@ fn media_type_of(header: &str, bytes: &[u8]) -> String {
         .unwrap_or_else(|| header.to_string())
 }
 
-/// What `--platform` asks for, normalized as containerd's `platforms.Parse` does.
-#[derive(Debug, PartialEq)]
-struct WantedPlatform {
-    os: String,
-    arch: String,
-    variant: Option<String>,
-    /// Given by the user (a single manifest must then match it), not the host's default.
-    explicit: bool,
-}
-
-impl std::fmt::Display for WantedPlatform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        match &self.variant {
-            Some(v) => write!(f, "/{v}"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl WantedPlatform {
-    fn matches(&self, os: &str, arch: &str, variant: Option<&str>) -> bool {
-        os == self.os
-            && arch == self.arch
-            && (self.variant.is_none() || variant == self.variant.as_deref())
-    }
-}
-
-/// Go's GOOS and GOARCH values: a one-word `--platform` must be one of them (containerd's rule).
-const KNOWN_OS: &[&str] = &[
-    "aix",
-    "android",
-    "darwin",
-    "dragonfly",
-    "freebsd",
-    "hurd",
-    "illumos",
-    "ios",
-    "js",
-    "linux",
-    "nacl",
-    "netbsd",
-    "openbsd",
-    "plan9",
-    "solaris",
-    "wasip1",
-    "windows",
-    "zos",
-];
-const KNOWN_ARCH: &[&str] = &[
-    "386",
-    "amd64",
-    "amd64p32",
-    "arm",
-    "armbe",
-    "arm64",
-    "arm64be",
-    "loong64",
-    "mips",
-    "mipsle",
-    "mips64",
-    "mips64le",
-    "mips64p32",
-    "mips64p32le",
-    "ppc",
-    "ppc64",
-    "ppc64le",
-    "riscv",
-    "riscv64",
-    "s390",
-    "s390x",
-    "sparc",
-    "sparc64",
-    "wasm",
-];
-
-fn normalize_os(os: &str) -> String {
-    match os.to_ascii_lowercase().as_str() {
-        "macos" => "darwin".into(),
-        o => o.into(),
-    }
-}
-
-/// containerd's `normalizeArch`: the aliases distributions use, and variants made canonical.
-fn normalize_arch(arch: &str, variant: Option<&str>) -> (String, Option<String>) {
-    let arch = arch.to_ascii_lowercase();
-    let variant = variant.map(str::to_ascii_lowercase);
-    match arch.as_str() {
-        "i386" => ("386".into(), None),
-        "x86_64" | "x86-64" | "amd64" => ("amd64".into(), variant.filter(|v| v != "v1")),
-        "aarch64" | "arm64" => ("arm64".into(), variant.filter(|v| v != "8" && v != "v8")),
-        "armhf" => ("arm".into(), Some("v7".into())),
-        "armel" => ("arm".into(), Some("v6".into())),
-        "arm" => (
-            "arm".into(),
-            variant.map(|v| match v.as_str() {
-                "5" | "6" | "7" | "8" => format!("v{v}"),
-                _ => v,
-            }),
-        ),
-        _ => (arch, variant),
-    }
-}
-
-/// Parses `--platform` (default: linux and the host's architecture) as Docker does, so that a
-/// typo is refused before anything is fetched rather than pulling the default platform.
-fn wanted_platform(p: Option<&str>) -> Result<WantedPlatform, EngineError> {
-    let host = super::load::host_arch();
-    let Some(s) = p else {
-        return Ok(WantedPlatform {
-            os: "linux".into(),
-            arch: host.into(),
-            variant: None,
-            explicit: false,
-        });
-    };
-    let invalid = |why: &str| EngineError::Invalid(format!("{s:?}: {why}: invalid argument"));
-    let parts: Vec<&str> = s.split('/').collect();
-    if let Some(bad) = parts.iter().find(|c| {
-        c.is_empty()
-            || !c
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
-    }) {
-        return Err(invalid(&format!(
-            "{bad:?} is an invalid component of {s:?}: platform specifier component must match \"^[A-Za-z0-9_-]+$\""
-        )));
-    }
-    let (os, (arch, variant)) = match parts.as_slice() {
-        [one] => {
-            let os = normalize_os(one);
-            if KNOWN_OS.contains(&os.as_str()) {
-                (os, (host.to_string(), None))
-            } else {
-                let (arch, variant) = normalize_arch(one, None);
-                if !KNOWN_ARCH.contains(&arch.as_str()) {
-                    return Err(invalid("unknown operating system or architecture"));
-                }
-                ("linux".to_string(), (arch, variant))
-            }
-        }
-        [os, arch] => (normalize_os(os), normalize_arch(arch, None)),
-        [os, arch, v] => (normalize_os(os), normalize_arch(arch, Some(v))),
-        _ => return Err(invalid("cannot parse platform specifier")),
-    };
-    Ok(WantedPlatform {
-        os,
-        arch,
-        variant,
-        explicit: true,
-    })
-}
-
 /// The manifest of `want`'s platform in a manifest list / OCI index.
 fn select_manifest(idx: &Index, want: &WantedPlatform) -> Result<Descriptor, EngineError> {
     idx.manifests
@@ -642,7 +490,7 @@ impl Engine {
         progress: Arc<dyn Progress>,
     ) -> Result<Vec<Pulled>, EngineError> {
         // A bad --platform is the user's typo: refused before any network access.
-        wanted_platform(opts.platform.as_deref())?;
+        WantedPlatform::parse(opts.platform.as_deref())?;
         let parsed = Reference::parse(name)?;
         let scope = format!("repository:{}:pull", parsed.path);
         let client = Arc::new(Client::new(&parsed.domain, &opts.client, vec![scope])?);
@@ -697,7 +545,7 @@ impl Engine {
         let (manifest_bytes, manifest_mt) = if is_index(&top_mt, &top_bytes) {
             let idx: Index = serde_json::from_slice(&top_bytes)
                 .map_err(|e| invalid(format!("invalid manifest list: {e}")))?;
-            let pick = select_manifest(&idx, &wanted_platform(opts.platform.as_deref())?)?;
+            let pick = select_manifest(&idx, &WantedPlatform::parse(opts.platform.as_deref())?)?;
             let (b, h) = client.get_manifest(&repo, &pick.digest.to_string())?;
             if Digest::of(&b) != pick.digest {
                 return Err(invalid(format!(
@@ -727,7 +575,7 @@ impl Engine {
             check_platform(
                 &r.familiar(),
                 &cfg,
-                &wanted_platform(opts.platform.as_deref())?,
+                &WantedPlatform::parse(opts.platform.as_deref())?,
             )?;
         }
         let diff_ids = cfg.rootfs.diff_ids.clone();

@@ -4,6 +4,7 @@
 pub mod archive_format;
 pub mod change;
 pub mod config;
+pub mod platform;
 pub mod reference;
 
 use crate::content::{ContentError, ContentStore};

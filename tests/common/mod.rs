@@ -35,12 +35,38 @@ pub struct Store {
     _dir: tempfile::TempDir,
 }
 
+/// The btrfs mount the suite runs on when `STRATA_TEST_BTRFS` names one (scripts/test.sh's
+/// second pass): every store goes there, and overlay stores use the btrfs driver instead.
+pub fn btrfs_suite() -> Option<PathBuf> {
+    std::env::var_os("STRATA_TEST_BTRFS")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The driver a test asking for `driver` gets: "btrfs" for "overlay" in the btrfs pass.
+pub fn suite_driver(driver: &'static str) -> &'static str {
+    if driver == "overlay" && btrfs_suite().is_some() {
+        "btrfs"
+    } else {
+        driver
+    }
+}
+
 impl Store {
+    /// A store for `driver` (see `suite_driver`) under /var/tmp, or on the btrfs pass's mount.
     pub fn new(driver: &'static str) -> Store {
-        std::fs::create_dir_all("/var/tmp/strata-tests").unwrap();
+        let base = btrfs_suite()
+            .map(|p| p.join("strata-tests"))
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/strata-tests"));
+        Store::new_in(&base, suite_driver(driver))
+    }
+
+    /// A store for exactly `driver` in a fresh directory under `base`.
+    pub fn new_in(base: &Path, driver: &'static str) -> Store {
+        std::fs::create_dir_all(base).unwrap();
         let dir = tempfile::Builder::new()
             .prefix("t-")
-            .tempdir_in("/var/tmp/strata-tests")
+            .tempdir_in(base)
             .unwrap();
         Store {
             root: dir.path().join("root"),
@@ -136,6 +162,35 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.root
     }
+
+    /// Bytes on disk of the driver's layers (du; on btrfs crossing into the subvolumes, which
+    /// are other st_devs of the same filesystem, so shared extents count once per snapshot).
+    pub fn layers_disk_usage(&self) -> u64 {
+        let home = self.layer_home();
+        if self.driver != "btrfs" {
+            return du_bytes(&home);
+        }
+        let o = Command::new("du")
+            .args(["-s", "-B1"])
+            .arg(&home)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// The directory holding the driver's layer directories (named by cache-id).
+    pub fn layer_home(&self) -> PathBuf {
+        match self.driver {
+            "overlay" => self.root.join("overlay"),
+            "btrfs" => self.root.join("btrfs/subvolumes"),
+            _ => self.root.join("vfs/dir"),
+        }
+    }
 }
 
 impl Drop for Store {
@@ -143,6 +198,90 @@ impl Drop for Store {
         // Unmount whatever a failed test left mounted under the root, deepest first.
         if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
             let root = self.root.to_string_lossy().to_string();
+            let mut points: Vec<&str> = m
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&root))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = Command::new("umount").arg("-l").arg(p).status();
+            }
+        }
+    }
+}
+
+/// A btrfs filesystem made for one test: `mkfs.btrfs` on a sparse image file under /var/tmp,
+/// loop-mounted; unmounted (which frees the loop device) and deleted on drop.
+pub struct BtrfsFs {
+    pub mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl BtrfsFs {
+    /// None (with a printed reason) only when the kernel has no btrfs.
+    pub fn new(size: &str) -> Option<BtrfsFs> {
+        let _ = Command::new("modprobe").arg("btrfs").status();
+        let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !fs.lines().any(|l| l.trim_end().ends_with("btrfs")) {
+            eprintln!("skipped: this kernel has no btrfs");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("strata-btrfs-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let ok = |c: &mut Command| {
+            let o = c
+                .output()
+                .unwrap_or_else(|e| panic!("{c:?}: {e} (run scripts/setup.sh)"));
+            assert!(
+                o.status.success(),
+                "{c:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        ok(Command::new("truncate").arg("-s").arg(size).arg(&img));
+        ok(Command::new("mkfs.btrfs").arg("-q").arg("-f").arg(&img));
+        ok(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&img)
+            .arg(&mnt));
+        Some(BtrfsFs { mnt, _dir: dir })
+    }
+
+    /// Bytes of data and of metadata in use (`btrfs filesystem df`), after a sync, so
+    /// what was just written is counted.
+    pub fn used(&self) -> (u64, u64) {
+        let _ = Command::new("btrfs")
+            .args(["filesystem", "sync"])
+            .arg(&self.mnt)
+            .status();
+        let o = Command::new("btrfs")
+            .args(["filesystem", "df", "-b"])
+            .arg(&self.mnt)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let used = |kind: &str| -> u64 {
+            out.lines()
+                .filter(|l| l.starts_with(kind))
+                .filter_map(|l| l.split("used=").nth(1))
+                .map(|v| v.trim().parse::<u64>().unwrap())
+                .sum()
+        };
+        (used("Data"), used("Metadata"))
+    }
+}
+
+impl Drop for BtrfsFs {
+    fn drop(&mut self) {
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let root = self.mnt.to_string_lossy().to_string();
             let mut points: Vec<&str> = m
                 .lines()
                 .filter_map(|l| l.split(' ').nth(4))
@@ -314,7 +453,7 @@ macro_rules! both_drivers {
             use super::*;
             #[test]
             fn overlay() {
-                ($body)("overlay")
+                ($body)($crate::common::suite_driver("overlay"))
             }
             #[test]
             fn vfs() {

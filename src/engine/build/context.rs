@@ -58,6 +58,8 @@ pub enum Origin {
     Path(String),
     /// A heredoc (`COPY <<EOF /f`): its name and content.
     Inline(String, Vec<u8>),
+    /// A file `ADD <url>` fetched into the temp dir.
+    Downloaded(super::download::Downloaded),
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +75,7 @@ impl Source {
         match &self.origin {
             Origin::Path(p) => p.rsplit('/').next().unwrap_or(p).to_string(),
             Origin::Inline(n, _) => n.clone(),
+            Origin::Downloaded(d) => d.name.clone(),
         }
     }
 }
@@ -85,6 +88,7 @@ pub fn sources_digest(sources: &[Source]) -> String {
         match &s.origin {
             Origin::Path(p) => h.update(format!("src {p} {}\n", s.is_dir)),
             Origin::Inline(n, _) => h.update(format!("heredoc {n}\n")),
+            Origin::Downloaded(d) => h.update(format!("url {}\n", d.name)),
         }
         for e in &s.entries {
             h.update(e.sub.as_bytes());
@@ -101,6 +105,12 @@ pub fn sources_digest(sources: &[Source]) -> String {
         }
     }
     let hex = hex::encode(h.finalize());
+    // One downloaded file: Docker's classic builder shows a bare hash (`ADD 34fa… in /dl/ `).
+    if let [s] = sources
+        && let Origin::Downloaded(_) = s.origin
+    {
+        return hex;
+    }
     let kind = match sources {
         [s] if s.is_dir => "dir",
         [_] => "file",
@@ -649,6 +659,10 @@ pub fn write_into(
                         Origin::Inline(_, bytes) => {
                             out.write_all(bytes).map_err(|x| ioe(&name, x))?
                         }
+                        Origin::Downloaded(d) => {
+                            let mut f = File::open(&d.file).map_err(|x| ioe(&name, x))?;
+                            io::copy(&mut f, &mut out).map_err(|x| ioe(&name, x))?;
+                        }
                         Origin::Path(p) => {
                             let tree =
                                 tree.ok_or_else(|| BuildError::Invalid("no source".into()))?;
@@ -664,7 +678,15 @@ pub fn write_into(
                     )
                     .map_err(err)?;
                     rfs::fchmod(&out, Mode::from_raw_mode(mode)).map_err(err)?;
-                    rfs::futimens(&out, &times(o.mtime)).map_err(err)?;
+                    // A download keeps its Last-Modified time, as Docker's (clamped by
+                    // --source-date-epoch like everything else).
+                    let mtime = match &s.origin {
+                        Origin::Downloaded(d) => d
+                            .mtime
+                            .map_or(o.mtime, |m| if o.mtime > 0 { m.min(o.mtime) } else { m }),
+                        _ => o.mtime,
+                    };
+                    rfs::futimens(&out, &times(mtime)).map_err(err)?;
                 }
                 Kind::Symlink(t) => {
                     rfs::symlinkat(t.as_slice(), &pfd, name.as_str()).map_err(err)?;

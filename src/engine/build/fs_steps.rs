@@ -3,12 +3,14 @@
 //! the container's writable layer as the step's layer, as `commit` does.
 
 use super::context::{self, Origin, Source, Tree, WriteOpts};
+use super::download;
 use super::steps::{PREDEFINED_ARGS, Temp, bad};
 use super::{BuildError, Builder, State};
 use crate::container::{Container, RunConfig};
 use crate::digest::Digest;
 use crate::dockerfile::{self, Args, Instruction, ignore::Ignore};
 use crate::engine::run;
+use crate::image::platform::WantedPlatform;
 use serde_json::{Map, Value};
 
 impl Builder<'_, '_> {
@@ -319,17 +321,30 @@ impl Builder<'_, '_> {
                     }],
                 });
             } else {
-                if ins.cmd == "add"
-                    && (w.starts_with("http://")
-                        || w.starts_with("https://")
-                        || w.starts_with("git@"))
-                {
-                    return Err(bad("ADD from a URL is not supported by strata build yet"));
+                if ins.cmd == "add" && download::is_url(w) {
+                    let dir = self.engine.tmp_dir()?;
+                    inline.push(download::fetch(w, &dir)?);
+                    continue;
+                }
+                if ins.cmd == "add" && (w.starts_with("git@") || w.ends_with(".git")) {
+                    return Err(bad(format!(
+                        "ADD {w}: git sources are not supported by strata build (Docker's classic builder does not take them either)"
+                    )));
                 }
                 patterns.push(w.clone());
             }
         }
+        let downloads: Vec<std::path::PathBuf> = inline
+            .iter()
+            .filter_map(|s| match &s.origin {
+                Origin::Downloaded(d) => Some(d.file.clone()),
+                _ => None,
+            })
+            .collect();
         if inline.len() + patterns.len() > 1 && !dest.ends_with('/') {
+            for f in &downloads {
+                let _ = std::fs::remove_file(f);
+            }
             return Err(bad(format!(
                 "When using {name} with more than one source file, the destination must be a directory and end with a /"
             )));
@@ -355,7 +370,11 @@ impl Builder<'_, '_> {
                 let image = match lookup(f) {
                     Some(Some(id)) => id,
                     Some(None) => return Err(bad(format!("stage {f} has no filesystem"))),
-                    None => self.base_image(f)?.image.expect("an image"),
+                    None => {
+                        let want = WantedPlatform::parse(self.o.platform.as_deref())
+                            .map_err(|e| bad(e.to_string()))?;
+                        self.base_image(f, &want)?.image.expect("an image")
+                    }
                 };
                 let mut t = Temp::create(self.engine, &image, RunConfig::default())?;
                 let root = self.engine.containers().mount(&t.c)?;
@@ -429,6 +448,9 @@ impl Builder<'_, '_> {
             Ok(())
         })();
         drop(from_tmp);
+        for f in downloads {
+            let _ = std::fs::remove_file(f);
+        }
         if from.is_none() {
             self.context = Some(tree);
         }

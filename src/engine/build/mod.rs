@@ -19,6 +19,7 @@
 
 mod cache;
 pub mod context;
+mod download;
 mod fs_steps;
 mod steps;
 
@@ -97,6 +98,8 @@ pub struct BuildOptions {
     pub network: String,
     pub quiet: bool,
     pub source_date_epoch: Option<i64>,
+    /// `--platform os/arch[/variant]`: the platform of what is built (default: the host's).
+    pub platform: Option<String>,
 }
 
 /// An `ARG name[=default]` declaration.

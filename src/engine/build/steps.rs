@@ -7,6 +7,7 @@ use crate::container::{Container, RunConfig};
 use crate::digest::Digest;
 use crate::dockerfile::{self, Args, Instruction};
 use crate::engine::{Engine, EngineError, run};
+use crate::image::platform::{WantedPlatform, normalize_arch, normalize_os};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -168,15 +169,26 @@ impl Builder<'_, '_> {
         self.step_header(&ins)?;
         check_flags(&ins, &["platform"]).map_err(|e| self.at(&ins, e))?;
         self.meta_env = meta_env.to_vec();
+        // `FROM --platform=…` (build args of the global scope expanded), else `--platform`.
+        let platform = match ins.flag("platform") {
+            Some(f) => Some(
+                self.lex
+                    .process_word(f, &self.meta_env)
+                    .map_err(|e| self.at(&ins, bad(e.to_string())))?,
+            ),
+            None => self.o.platform.clone(),
+        };
+        let want = WantedPlatform::parse(platform.as_deref())
+            .map_err(|e| self.at(&ins, bad(e.to_string())))?;
         let mut st = if let Some(p) = prev {
             p
         } else if base.eq_ignore_ascii_case("scratch") {
             let mut config = Map::new();
-            config.insert(
-                "architecture".into(),
-                json!(crate::engine::load::host_arch()),
-            );
-            config.insert("os".into(), json!("linux"));
+            config.insert("architecture".into(), json!(want.arch));
+            config.insert("os".into(), json!(want.os));
+            if let Some(v) = &want.variant {
+                config.insert("variant".into(), json!(v));
+            }
             config.insert("config".into(), json!({}));
             config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
             config.insert("history".into(), json!([]));
@@ -185,7 +197,7 @@ impl Builder<'_, '_> {
                 ..State::default()
             }
         } else {
-            self.base_image(base).map_err(|e| self.at(&ins, e))?
+            self.base_image(base, &want).map_err(|e| self.at(&ins, e))?
         };
         st.args.clear();
         st.cmd_set = false;
@@ -214,16 +226,46 @@ impl Builder<'_, '_> {
         Ok(st)
     }
 
-    pub(super) fn base_image(&mut self, name: &str) -> Result<State, BuildError> {
+    /// The image a stage starts from: the local one when it is of the wanted platform, else
+    /// pulled for that platform (as Docker's classic builder does).
+    pub(super) fn base_image(
+        &mut self,
+        name: &str,
+        want: &WantedPlatform,
+    ) -> Result<State, BuildError> {
         let images = self.engine.images();
-        let rec = match images.resolve(name) {
+        let mut mismatch = None;
+        let local = match images.resolve(name) {
+            Ok(r) if want.explicit => {
+                let (_, cfg) = images.config(&r.id).map_err(EngineError::from)?;
+                let (arch, variant) = normalize_arch(&cfg.architecture, cfg.variant.as_deref());
+                let os = normalize_os(&cfg.os);
+                if want.matches(&os, &arch, variant.as_deref()) {
+                    Ok(r)
+                } else {
+                    let v = variant.map(|v| format!("/{v}")).unwrap_or_default();
+                    mismatch = Some(format!(
+                        "the local image is {os}/{arch}{v}, not the wanted {want}, and "
+                    ));
+                    Err(crate::image::ImageError::NotFound(name.to_string()))
+                }
+            }
+            other => other,
+        };
+        let rec = match local {
             Ok(r) => r,
             Err(crate::image::ImageError::NotFound(_)) => {
-                let opts = crate::engine::pull::PullOptions::default();
+                let opts = crate::engine::pull::PullOptions {
+                    platform: want.explicit.then(|| want.to_string()),
+                    ..Default::default()
+                };
                 let progress: Arc<dyn crate::registry::progress::Progress> =
                     Arc::new(crate::registry::progress::Silent);
                 self.engine.pull(name, &opts, progress).map_err(|e| {
-                    bad(format!("pull access denied for {name}, repository does not exist or may require 'docker login': {e}"))
+                    match &mismatch {
+                        Some(m) => bad(format!("{name}: {m}pulling it failed: {e}")),
+                        None => bad(format!("pull access denied for {name}, repository does not exist or may require 'docker login': {e}")),
+                    }
                 })?;
                 images.resolve(name).map_err(EngineError::from)?
             }
