@@ -290,6 +290,13 @@ pub fn image_doc(engine: &Engine, name: &str) -> Result<Value> {
         .map_or_else(String::new, |p| p.to_string());
     let raw: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let container_config = config_doc(raw.get("container_config"));
+    // The daemon falls back to the last history entry's comment (`Imported from -`).
+    let comment = cfg
+        .comment
+        .clone()
+        .filter(|c| !c.is_empty())
+        .or_else(|| cfg.history.last().and_then(|h| h.comment.clone()))
+        .unwrap_or_default();
     let mut doc = Value::obj([
         ("Id", Value::Str(rec.id.to_string())),
         (
@@ -309,10 +316,7 @@ pub fn image_doc(engine: &Engine, name: &str) -> Result<Value> {
                 .into(),
         ),
         ("Parent", Value::Str(parent)),
-        (
-            "Comment",
-            Value::Str(cfg.comment.clone().unwrap_or_default()),
-        ),
+        ("Comment", Value::Str(comment)),
         (
             "Created",
             Value::Str(docker_time(cfg.created.as_deref().unwrap_or_default())),
