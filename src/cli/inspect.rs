@@ -26,7 +26,12 @@ const STATE: &str = r#"{"Status":"created","Running":false,"Paused":false,"Resta
 
 const HOST_CONFIG: &str = r#"{"Binds":null,"ContainerIDFile":"","LogConfig":{"Type":"json-file","Config":{}},"NetworkMode":"host","PortBindings":{},"RestartPolicy":{"Name":"no","MaximumRetryCount":0},"AutoRemove":false,"VolumeDriver":"","VolumesFrom":null,"ConsoleSize":[0,0],"CapAdd":null,"CapDrop":null,"CgroupnsMode":"host","Dns":[],"DnsOptions":[],"DnsSearch":[],"ExtraHosts":null,"GroupAdd":null,"IpcMode":"private","Cgroup":"","Links":null,"OomScoreAdj":0,"PidMode":"","Privileged":false,"PublishAllPorts":false,"ReadonlyRootfs":false,"SecurityOpt":null,"UTSMode":"","UsernsMode":"","ShmSize":67108864,"Runtime":"runc","Isolation":"","CpuShares":0,"Memory":0,"NanoCpus":0,"CgroupParent":"","BlkioWeight":0,"BlkioWeightDevice":[],"BlkioDeviceReadBps":[],"BlkioDeviceWriteBps":[],"BlkioDeviceReadIOps":[],"BlkioDeviceWriteIOps":[],"CpuPeriod":0,"CpuQuota":0,"CpuRealtimePeriod":0,"CpuRealtimeRuntime":0,"CpusetCpus":"","CpusetMems":"","Devices":[],"DeviceCgroupRules":null,"DeviceRequests":null,"MemoryReservation":0,"MemorySwap":0,"MemorySwappiness":null,"OomKillDisable":false,"PidsLimit":null,"Ulimits":[],"CpuCount":0,"CpuPercent":0,"IOMaximumIOps":0,"IOMaximumBandwidth":0,"MaskedPaths":["/proc/asound","/proc/acpi","/proc/kcore","/proc/keys","/proc/latency_stats","/proc/timer_list","/proc/timer_stats","/proc/sched_debug","/proc/scsi","/sys/firmware"],"ReadonlyPaths":["/proc/bus","/proc/fs","/proc/irq","/proc/sys","/proc/sysrq-trigger"]}"#;
 
-const HOST_CONFIG_OPTIONAL: &[(&str, &str)] = &[("Tmpfs", "SecurityOpt"), ("Mounts", "Ulimits")];
+/// `|` separates anchors tried in turn (the first optional one may be absent).
+const HOST_CONFIG_OPTIONAL: &[(&str, &str)] = &[
+    ("StorageOpt", "SecurityOpt"),
+    ("Tmpfs", "StorageOpt|SecurityOpt"),
+    ("Mounts", "Ulimits"),
+];
 
 const NETWORK_SETTINGS: &str = r#"{"Bridge":"","SandboxID":"","HairpinMode":false,"LinkLocalIPv6Address":"","LinkLocalIPv6PrefixLen":0,"Ports":{},"SandboxKey":"","SecondaryIPAddresses":null,"SecondaryIPv6Addresses":null,"EndpointID":"","Gateway":"","GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,"IPAddress":"","IPPrefixLen":0,"IPv6Gateway":"","MacAddress":"","Networks":{}}"#;
 
@@ -63,9 +68,9 @@ fn overlay(mut base: Value, over: &serde_json::Value, optional: &[(&str, &str)])
         }
         let anchor = optional.iter().find(|(o, _)| o == k).map(|(_, a)| *a);
         if let (Some(anchor), Value::Map(fields)) = (anchor, &mut base) {
-            let at = fields
-                .iter()
-                .position(|(n, _)| n == anchor)
+            let at = anchor
+                .split('|')
+                .find_map(|a| fields.iter().position(|(n, _)| n == a))
                 .map_or(fields.len(), |i| i + 1);
             fields.insert(at, (k.clone(), Value::from(v)));
         } else {
