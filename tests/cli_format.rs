@@ -488,3 +488,26 @@ fn volume_templates() {
     let info = s.ok(&["info", "--format", "{{.Images}} {{.Driver}}"]);
     assert_eq!(info, "1 overlay\n");
 }
+
+#[test]
+fn ps_image_as_typed_until_the_name_moves() {
+    let (s, w) = store_with_busybox();
+    s.ok(&["tag", "bb:1", "bb:latest"]);
+    s.ok(&["create", "--name", "typed", "bb", "true"]);
+    assert_eq!(s.ok(&["ps", "-a", "--format", "{{.Image}}"]), "bb\n");
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.Config.Image}}", "typed"]),
+        "bb\n"
+    );
+    // `bb` now names another image: the container's own image is shown by ID.
+    let other = w.path().join("other");
+    std::fs::create_dir_all(other.join("etc")).unwrap();
+    std::fs::write(other.join("etc/x"), b"x").unwrap();
+    s.ok(&["import", other.to_str().unwrap(), "bb:latest"]);
+    let id = s.image_id("bb:1");
+    let short = id.trim_start_matches("sha256:")[..12].to_string();
+    assert_eq!(
+        s.ok(&["ps", "-a", "--format", "{{.Image}}"]),
+        format!("{short}\n")
+    );
+}

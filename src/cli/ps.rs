@@ -314,6 +314,25 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
         go_quote(&if a.no_trunc { cmd } else { ellipsis(&cmd, 20) })
     };
     let status = |c: &Container| super::run::status_text(&engine.root, c);
+    // The name as typed while it still names the container's image; else the image's ID
+    // (Docker's daemon/list.go), short unless --no-trunc.
+    let mut still_names: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut image_of = |c: &Container| -> String {
+        let current = still_names.entry(c.image_ref.clone()).or_insert_with(|| {
+            engine
+                .images()
+                .resolve(&c.image_ref)
+                .ok()
+                .map(|r| r.id.to_string())
+        });
+        if current.as_deref() == Some(c.image_id.to_string().as_str()) {
+            c.image_ref.clone()
+        } else if a.no_trunc {
+            c.image_id.to_string()
+        } else {
+            c.image_id.short()
+        }
+    };
     if format.is_default() {
         let mut rows = vec![
             [
@@ -334,7 +353,7 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
         for c in &list {
             rows.push(vec![
                 id_of(c),
-                c.image_ref.clone(),
+                image_of(c),
                 command(c),
                 ago(&c.created),
                 status(c),
@@ -384,7 +403,7 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
                     ("Command".into(), Value::Str(command(c))),
                     ("CreatedAt".into(), Value::Str(go_time(&c.created))),
                     ("ID".into(), Value::Str(id_of(c))),
-                    ("Image".into(), Value::Str(c.image_ref.clone())),
+                    ("Image".into(), Value::Str(image_of(c))),
                     ("Labels".into(), Value::Str(label_text.join(","))),
                     (
                         "LocalVolumes".into(),
