@@ -1,11 +1,11 @@
 //! Container commands, storage side: create, mount, umount, export, rm, ps.
 
 use super::Cli;
-use super::format::{ago, ellipsis, table};
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::json;
-use std::io::{IsTerminal, Write};
+
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use strata::container::{Container, RunConfig};
 use strata::engine::Engine;
@@ -61,26 +61,6 @@ pub struct RmArgs {
     containers: Vec<String>,
 }
 
-/// List containers
-#[derive(Args)]
-pub struct PsArgs {
-    /// Show all containers (default shows just running)
-    #[arg(short, long)]
-    all: bool,
-    /// Only display container IDs
-    #[arg(short, long)]
-    quiet: bool,
-    /// Don't truncate output
-    #[arg(long)]
-    no_trunc: bool,
-    /// Display total file sizes
-    #[arg(short, long)]
-    size: bool,
-    /// Output format: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
-}
-
 /// Rename a container
 #[derive(Args)]
 pub struct RenameArgs {
@@ -111,7 +91,7 @@ pub enum ContainerCmd {
     Kill(super::run::KillArgs),
     Logs(super::run::LogsArgs),
     #[command(alias = "ps", alias = "list")]
-    Ls(PsArgs),
+    Ls(super::ps::PsArgs),
     Mount(MountArgs),
     Port(PortArgs),
     Prune(super::containerfs::PruneArgs),
@@ -136,10 +116,10 @@ pub fn container_cmd(cli: &Cli, c: &ContainerCmd) -> Result<i32> {
         ContainerCmd::Exec(a) => run::exec(cli, a),
         ContainerCmd::Export(a) => export(cli, a),
         ContainerCmd::Inspect(a) if a.size => super::system::inspect(cli, a),
-        ContainerCmd::Inspect(a) => inspect_containers(cli, &a.names),
+        ContainerCmd::Inspect(a) => inspect_containers(cli, a),
         ContainerCmd::Kill(a) => run::kill(cli, a),
         ContainerCmd::Logs(a) => run::logs(cli, a),
-        ContainerCmd::Ls(a) => ps(cli, a),
+        ContainerCmd::Ls(a) => super::ps::ps(cli, a),
         ContainerCmd::Mount(a) => mount(cli, a),
         ContainerCmd::Port(a) => port(cli, a),
         ContainerCmd::Prune(a) => containerfs::prune(cli, a),
@@ -299,116 +279,25 @@ pub(super) fn command_of(c: &Container, engine: &Engine) -> String {
     argv.join(" ")
 }
 
-pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
+pub fn inspect_containers(cli: &Cli, a: &super::system::InspectArgs) -> Result<i32> {
+    if let Some(f) = a
+        .format
+        .as_deref()
+        .filter(|f| !f.is_empty() && *f != "json")
+    {
+        super::template::Template::parse(f)?;
+    }
     let engine = cli.engine()?;
-    let list: Vec<Container> = strata::engine::run::refresh(&engine, engine.containers().list()?)
-        .into_iter()
-        .filter(|c| a.all || c.state == "running")
-        .collect();
-    let mut out = std::io::stdout().lock();
-    let id_of = |c: &Container| {
-        if a.no_trunc {
-            c.id.clone()
-        } else {
-            c.id[..12].to_string()
-        }
-    };
-    if a.quiet {
-        for c in &list {
-            writeln!(out, "{}", id_of(c))?;
-        }
-        return Ok(0);
-    }
-    let status = |c: &Container| super::run::status_text(&engine.root, c);
-    let sizes = if a.size {
-        super::containerfs::ps_sizes(&engine, &list)?
-    } else {
-        Default::default()
-    };
-    if a.format == "json" || a.format == "{{json .}}" {
-        for c in &list {
-            let cmd = command_of(c, &engine);
-            writeln!(
-                out,
-                "{}",
-                json!({"Command": format!("{:?}", ellipsis(&cmd, 20)), "CreatedAt": c.created, "ID": id_of(c), "Image": c.image_ref,
-                       "Labels": "", "LocalVolumes": super::containerfs::local_volumes(c).to_string(), "Mounts": "", "Names": c.name, "Networks": "", "Ports": "",
-                       "RunningFor": ago(&c.created), "Size": sizes.get(&c.id).map_or("0B", String::as_str), "State": c.state, "Status": status(c)})
-            )?;
-        }
-        return Ok(0);
-    }
-    let mut rows = vec![
-        [
-            "CONTAINER ID",
-            "IMAGE",
-            "COMMAND",
-            "CREATED",
-            "STATUS",
-            "PORTS",
-            "NAMES",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    if a.size {
-        rows[0].push("SIZE".into());
-    }
-    for c in &list {
-        let cmd = command_of(c, &engine);
-        let cmd = if a.no_trunc { cmd } else { ellipsis(&cmd, 20) };
-        rows.push(vec![
-            id_of(c),
-            c.image_ref.clone(),
-            format!("\"{cmd}\""),
-            ago(&c.created),
-            status(c),
-            String::new(),
-            c.name.clone(),
-        ]);
-        if let Some(s) = sizes.get(&c.id) {
-            rows.last_mut().expect("a row").push(s.clone());
-        }
-    }
-    table(&mut out, &rows)?;
-    Ok(0)
-}
-
-pub fn container_json(engine: &Engine, c: &Container) -> serde_json::Value {
-    let mut data = serde_json::Map::new();
-    for (k, v) in engine.driver.metadata(&c.cache_id) {
-        data.insert(k, json!(v));
-    }
-    json!({
-        "Id": c.id,
-        "Created": c.created,
-        "Path": c.config.cmd.first().cloned().unwrap_or_default(),
-        "Args": c.config.cmd.iter().skip(1).collect::<Vec<_>>(),
-        "State": super::run::state_json(engine, c),
-        "Image": c.image_id.to_string(),
-        "Name": format!("/{}", c.name),
-        "Driver": engine.driver.name(),
-        "GraphDriver": {"Data": if data.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(data) }, "Name": engine.driver.name()},
-        "Mounts": c.config.mounts.iter().filter(|m| !m.tmpfs_flag).map(|m| m.docker_json()).collect::<Vec<_>>(),
-        "HostConfig": super::volume::host_config(c),
-        "Config": {"Image": c.image_ref, "Cmd": c.config.cmd, "Entrypoint": c.config.entrypoint, "Env": c.config.env,
-                   "WorkingDir": c.config.working_dir, "User": c.config.user, "Volumes": super::volume::config_volumes(c)},
-    })
-}
-
-pub fn inspect_containers(cli: &Cli, names: &[String]) -> Result<i32> {
-    let engine = cli.engine()?;
-    let mut out = Vec::new();
-    let mut code = 0;
-    for n in names {
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for n in &a.names {
         match engine.containers().get(n) {
-            Ok(c) => out.push(container_json(&engine, &c)),
+            Ok(c) => docs.push(super::inspect::container_doc(&engine, &c, a.size)),
             Err(e) => {
                 eprintln!("Error: {e}");
-                code = 1;
+                failed = true;
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(code)
+    super::inspect::print(&docs, a.format.as_deref(), failed)
 }

@@ -3,6 +3,7 @@
 
 use super::Cli;
 use super::format::{ago, ellipsis, human_size, human_size_prec, table};
+use super::template::{RowFormat, Value};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
@@ -64,6 +65,9 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     force: bool,
+    /// Provide filter values (e.g. 'until=<timestamp>', 'label=k=v')
+    #[arg(long = "filter")]
+    filter: Vec<String>,
 }
 
 /// Show docker disk usage
@@ -72,9 +76,9 @@ pub struct DfArgs {
     /// Show detailed information on space usage
     #[arg(short, long)]
     verbose: bool,
-    /// Output format: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    /// Format output using a Go template, `table`, `table TEMPLATE` or `json`
+    #[arg(long)]
+    format: Option<String>,
 }
 
 pub fn diff(cli: &Cli, a: &DiffArgs) -> Result<i32> {
@@ -239,8 +243,9 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
     if !a.force && !super::confirmed("WARNING! This will remove all stopped containers.")? {
         return Ok(0);
     }
+    let wanted = container_prune_filter(&a.filter)?;
     let engine = cli.engine()?;
-    let (deleted, freed, code) = prune_containers(&engine);
+    let (deleted, freed, code) = prune_containers(&engine, &|c| wanted(&engine, c));
     if !deleted.is_empty() {
         println!("Deleted Containers:");
         for id in deleted {
@@ -254,7 +259,30 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
 
 /// Remove every stopped container not mounted by `strata mount`: the IDs removed, the bytes
 /// freed, and 1 if any removal failed (each failure is printed).
-pub(super) fn prune_containers(engine: &Engine) -> (Vec<String>, u64, i32) {
+/// The containers `container prune --filter` lets go: created before every `until`, labels
+/// as given.
+pub(super) type ContainerTest = Box<dyn Fn(&Engine, &Container) -> bool>;
+
+pub(super) fn container_prune_filter(args: &[String]) -> Result<ContainerTest> {
+    let f = super::filter::Filters::parse(args, &["until", "label", "label!"])?;
+    let until: Vec<chrono::DateTime<chrono::Utc>> = f
+        .values("until")
+        .map(super::filter::parse_until)
+        .collect::<Result<_>>()?;
+    Ok(Box::new(move |engine, c| {
+        let created = strata::image::config::parse_time(&c.created);
+        if until.iter().any(|u| created.is_none_or(|t| t >= *u)) {
+            return false;
+        }
+        let labels = super::ps::labels_of(c, engine);
+        f.labels_match(|k| labels.get(k).map(String::as_str))
+    }))
+}
+
+pub(super) fn prune_containers(
+    engine: &Engine,
+    wanted: &dyn Fn(&Container) -> bool,
+) -> (Vec<String>, u64, i32) {
     let list = match engine.containers().list() {
         Ok(l) => strata::engine::run::refresh(engine, l),
         Err(e) => {
@@ -265,7 +293,7 @@ pub(super) fn prune_containers(engine: &Engine) -> (Vec<String>, u64, i32) {
     // Mounted by `strata mount`: someone is using its files; leave it (rm -f removes it).
     let stopped: Vec<Container> = list
         .into_iter()
-        .filter(|c| c.state != "running" && c.mounts == 0)
+        .filter(|c| c.state != "running" && c.mounts == 0 && wanted(c))
         .collect();
     let sizes = engine.container_sizes(&stopped);
     let mut deleted = Vec::new();
@@ -375,6 +403,7 @@ fn is_active(c: &Container) -> bool {
 }
 
 pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
+    let format = RowFormat::parse(a.format.as_deref())?;
     let engine = cli.engine()?;
     let mut du = engine.disk_usage()?;
     let list: Vec<Container> = du.containers.iter().map(|u| u.container.clone()).collect();
@@ -383,7 +412,7 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
         u.container = c;
     }
     let mut out = std::io::stdout().lock();
-    if a.verbose && a.format == "table" {
+    if a.verbose && format.is_default() {
         return df_verbose(&engine, &du, &mut out);
     }
     let cache = engine.build_cache_usage()?;
@@ -436,21 +465,34 @@ pub fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
         ),
         df_row("Build Cache", cache.len(), 0, cache_size, cache_size, false),
     ];
-    if a.format == "json" || a.format == "{{json .}}" {
-        for r in rows {
-            writeln!(
-                out,
-                "{}",
-                json!({"Active": r[2], "Reclaimable": r[4], "Size": r[3], "TotalCount": r[1], "Type": r[0]})
-            )?;
-        }
+    if !format.is_default() {
+        let ctx: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                Value::Struct(
+                    "*formatter.diskUsageImagesContext",
+                    vec![
+                        ("Active".into(), Value::Str(r[2].clone())),
+                        ("Reclaimable".into(), Value::Str(r[4].clone())),
+                        ("Size".into(), Value::Str(r[3].clone())),
+                        ("TotalCount".into(), Value::Str(r[1].clone())),
+                        ("Type".into(), Value::Str(r[0].clone())),
+                    ],
+                )
+            })
+            .collect();
+        format.write(
+            &mut out,
+            &ctx,
+            &[
+                ("Type", "TYPE"),
+                ("TotalCount", "TOTAL"),
+                ("Active", "ACTIVE"),
+                ("Size", "SIZE"),
+                ("Reclaimable", "RECLAIMABLE"),
+            ],
+        )?;
         return Ok(0);
-    }
-    if a.format != "table" {
-        bail!(
-            "unsupported --format {:?} (supported: table, json)",
-            a.format
-        );
     }
     let mut t = vec![
         ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]

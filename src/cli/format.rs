@@ -104,6 +104,27 @@ fn crate_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     strata::image::config::parse_time(s)
 }
 
+/// Go's `time.Time.String()` of a UTC time, as Docker's `CreatedAt` columns print it:
+/// `2026-11-23 15:22:34 +0000 UTC`.
+pub fn go_time(rfc3339: &str) -> String {
+    crate_time(rfc3339).map_or_else(String::new, |t| {
+        t.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string()
+    })
+}
+
+/// RFC 3339 in UTC with `Z` and the fraction's trailing zeros cut (Go's RFC3339Nano), as the
+/// daemon writes times in `inspect`; Go's zero time when absent.
+pub fn docker_time(rfc3339: &str) -> String {
+    match crate_time(rfc3339) {
+        Some(t) => {
+            let s = t.format("%Y-%m-%dT%H:%M:%S%.9f").to_string();
+            let s = s.trim_end_matches('0').trim_end_matches('.');
+            format!("{s}Z")
+        }
+        None => "0001-01-01T00:00:00Z".into(),
+    }
+}
+
 /// Docker's `stringutils.Ellipsis`: at most `max` characters, the last one `…` when cut.
 pub fn ellipsis(s: &str, max: usize) -> String {
     let chars: Vec<char> = s.chars().collect();

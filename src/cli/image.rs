@@ -1,10 +1,12 @@
 //! Image commands: load, save, import, images, history, tag, rmi, image inspect/prune.
 
 use super::Cli;
-use super::format::{ago, ellipsis, human_size, table};
+use super::filter::{Filters, glob_match, parse_until};
+use super::format::{ago, ellipsis, go_time, human_size, table};
+use super::template::{RowFormat, Value};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::json;
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use strata::engine::import::ImportSource;
@@ -65,9 +67,12 @@ pub struct ImagesArgs {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
-    /// Output format: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    /// Format output using a Go template, `table`, `table TEMPLATE` or `json`
+    #[arg(long)]
+    format: Option<String>,
+    /// Filter output based on conditions provided
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
     /// Only images of this repository (and tag)
     reference: Option<String>,
 }
@@ -84,9 +89,9 @@ pub struct HistoryArgs {
     /// Only show image IDs
     #[arg(short, long)]
     quiet: bool,
-    /// Output format: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    /// Format output using a Go template, `table`, `table TEMPLATE` or `json`
+    #[arg(long)]
+    format: Option<String>,
     image: String,
 }
 
@@ -110,6 +115,9 @@ pub struct RmiArgs {
 /// Display detailed information on one or more images
 #[derive(Args)]
 pub struct ImageInspectArgs {
+    /// Format output using a Go template or `json`
+    #[arg(short, long)]
+    format: Option<String>,
     #[arg(required = true)]
     images: Vec<String>,
 }
@@ -123,6 +131,9 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     pub(super) force: bool,
+    /// Provide filter values (e.g. 'until=<timestamp>', 'label=k=v')
+    #[arg(long = "filter")]
+    pub(super) filter: Vec<String>,
 }
 
 /// `strata image …`: every image command under Docker's management-command name, sharing
@@ -151,7 +162,7 @@ pub fn image_cmd(cli: &Cli, c: &ImageCmd) -> Result<i32> {
         ImageCmd::Build(a) => super::build::build(cli, a),
         ImageCmd::History(a) => history(cli, a),
         ImageCmd::Import(a) => import(cli, a),
-        ImageCmd::Inspect(a) => inspect_images(cli, &a.images),
+        ImageCmd::Inspect(a) => inspect_images(cli, a),
         ImageCmd::Load(a) => load(cli, a),
         ImageCmd::Ls(a) => images(cli, a),
         ImageCmd::Prune(a) => prune(cli, a),
@@ -261,6 +272,20 @@ fn sorted_images(engine: &strata::engine::Engine) -> Result<Vec<ImageRecord>> {
 }
 
 pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
+    let filters = Filters::parse(
+        &a.filter,
+        &[
+            "dangling",
+            "label",
+            "label!",
+            "before",
+            "since",
+            "reference",
+            "until",
+        ],
+    )?;
+    let dangling = filters.bool("dangling")?;
+    let format = RowFormat::parse(a.format.as_deref())?;
     let engine = cli.engine()?;
     let filter = a.reference.as_deref().map(Reference::parse).transpose()?;
     let id_of = |r: &ImageRecord| {
@@ -270,6 +295,19 @@ pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
             r.id.short()
         }
     };
+    let created_of = |name: &str| -> Result<String> { Ok(engine.images().resolve(name)?.created) };
+    let before: Vec<String> = filters
+        .values("before")
+        .map(created_of)
+        .collect::<Result<_>>()?;
+    let since: Vec<String> = filters
+        .values("since")
+        .map(created_of)
+        .collect::<Result<_>>()?;
+    let until: Vec<chrono::DateTime<chrono::Utc>> = filters
+        .values("until")
+        .map(parse_until)
+        .collect::<Result<_>>()?;
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
     let parents = if a.all {
@@ -278,8 +316,40 @@ pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
         engine.images().parents()?
     };
     for img in sorted_images(&engine)? {
-        if img.tags.is_empty() && img.digests.is_empty() && parents.contains(&img.id.to_string()) {
+        let untagged = img.tags.is_empty() && img.digests.is_empty();
+        if untagged && parents.contains(&img.id.to_string()) {
             continue;
+        }
+        if dangling.is_some_and(|d| d != img.tags.is_empty())
+            || before.iter().any(|b| img.created >= *b)
+            || since.iter().any(|b| img.created <= *b)
+            || until
+                .iter()
+                .any(|u| strata::image::config::parse_time(&img.created).is_none_or(|t| t >= *u))
+        {
+            continue;
+        }
+        if filters.has("label") || filters.has("label!") {
+            let (_, cfg) = engine.images().config(&img.id)?;
+            let labels = cfg.config.as_ref().and_then(|c| c.get("Labels")).cloned();
+            let get = |k: &str| {
+                labels
+                    .as_ref()
+                    .and_then(|l| l.get(k))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            };
+            let owned: std::collections::BTreeMap<String, String> = filters
+                .values("label")
+                .chain(filters.values("label!"))
+                .filter_map(|f| {
+                    let k = f.split_once('=').map_or(f, |(k, _)| k);
+                    get(k).map(|v| (k.to_string(), v))
+                })
+                .collect();
+            if !filters.labels_match(|k| owned.get(k).map(String::as_str)) {
+                continue;
+            }
         }
         // Docker shows on each row the digest recorded for that row's repository.
         let digest_of = |repo: &str| {
@@ -311,24 +381,38 @@ pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
                 continue;
             }
             let digest = digest_of(&repo);
+            if filters.has("reference")
+                && !filters.values("reference").any(|p| {
+                    glob_match(p, &repo)
+                        || (tag != "<none>" && glob_match(p, &format!("{repo}:{tag}")))
+                })
+            {
+                continue;
+            }
             let mut row = vec![repo.clone(), tag.clone()];
             if a.digests {
                 row.push(digest.clone().unwrap_or_else(|| "<none>".into()));
             }
             row.extend([id_of(&img), ago(&img.created), human_size(img.size)]);
-            json_rows.push(json!({
-                "Containers": "N/A",
-                "CreatedAt": img.created,
-                "CreatedSince": ago(&img.created),
-                "Digest": digest.clone().unwrap_or_else(|| "<none>".into()),
-                "ID": id_of(&img),
-                "Repository": repo,
-                "SharedSize": "N/A",
-                "Size": human_size(img.size),
-                "Tag": tag,
-                "UniqueSize": "N/A",
-                "VirtualSize": human_size(img.size),
-            }));
+            json_rows.push(Value::Struct(
+                "*formatter.ImageContext",
+                vec![
+                    ("Containers".into(), Value::str("N/A")),
+                    ("CreatedAt".into(), Value::Str(go_time(&img.created))),
+                    ("CreatedSince".into(), Value::Str(ago(&img.created))),
+                    (
+                        "Digest".into(),
+                        Value::Str(digest.clone().unwrap_or_else(|| "<none>".into())),
+                    ),
+                    ("ID".into(), Value::Str(id_of(&img))),
+                    ("Repository".into(), Value::Str(repo)),
+                    ("SharedSize".into(), Value::str("N/A")),
+                    ("Size".into(), Value::Str(human_size(img.size))),
+                    ("Tag".into(), Value::Str(tag)),
+                    ("UniqueSize".into(), Value::str("N/A")),
+                    ("VirtualSize".into(), Value::Str(human_size(img.size))),
+                ],
+            ));
             rows.push((img.id.clone(), row));
         }
     }
@@ -350,10 +434,8 @@ pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    if a.format == "json" || a.format == "{{json .}}" {
-        for j in json_rows {
-            writeln!(out, "{j}")?;
-        }
+    if !format.is_default() {
+        format.write(&mut out, &json_rows, IMAGE_HEADERS)?;
         return Ok(0);
     }
     let mut header = vec!["REPOSITORY".to_string(), "TAG".into()];
@@ -367,7 +449,31 @@ pub fn images(cli: &Cli, a: &ImagesArgs) -> Result<i32> {
     Ok(0)
 }
 
+const IMAGE_HEADERS: &[(&str, &str)] = &[
+    ("ID", "IMAGE ID"),
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("Digest", "DIGEST"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("Size", "SIZE"),
+    ("Containers", "CONTAINERS"),
+    ("VirtualSize", "VIRTUAL SIZE"),
+    ("SharedSize", "SHARED SIZE"),
+    ("UniqueSize", "UNIQUE SIZE"),
+];
+
+const HISTORY_HEADERS: &[(&str, &str)] = &[
+    ("ID", "IMAGE"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedBy", "CREATED BY"),
+    ("Size", "SIZE"),
+    ("Comment", "COMMENT"),
+];
+
 pub fn history(cli: &Cli, a: &HistoryArgs) -> Result<i32> {
+    let format = RowFormat::parse(a.format.as_deref())?;
     let engine = cli.engine()?;
     let rec = engine.images().resolve(&a.image)?;
     let (_, cfg) = engine.images().config(&rec.id)?;
@@ -404,6 +510,7 @@ pub fn history(cli: &Cli, a: &HistoryArgs) -> Result<i32> {
             _ => break,
         }
     }
+    let mut ctx_rows = Vec::new();
     for (i, (h, size)) in entries.iter().enumerate() {
         let id = match ids.get(i) {
             Some(d) if a.no_trunc => d.to_string(),
@@ -432,18 +539,37 @@ pub fn history(cli: &Cli, a: &HistoryArgs) -> Result<i32> {
             size.to_string()
         };
         let comment = h.comment.clone().unwrap_or_default();
-        if a.format == "json" || a.format == "{{json .}}" {
-            writeln!(
-                out,
-                "{}",
-                json!({"Comment": comment, "CreatedAt": created, "CreatedBy": created_by, "CreatedSince": ago(&created), "ID": id, "Size": size_s})
-            )?;
+        if !format.is_default() {
+            let created_at = strata::image::config::parse_time(&created)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
+            let since = if a.human {
+                ago(&created)
+            } else {
+                created_at.clone()
+            };
+            ctx_rows.push(Value::Struct(
+                "*formatter.historyContext",
+                vec![
+                    ("Comment".into(), Value::Str(comment)),
+                    ("CreatedAt".into(), Value::Str(created_at)),
+                    ("CreatedBy".into(), Value::Str(created_by)),
+                    ("CreatedSince".into(), Value::Str(since)),
+                    ("ID".into(), Value::Str(id)),
+                    ("Size".into(), Value::Str(size_s)),
+                ],
+            ));
             continue;
         }
         rows.push(vec![id, when, created_by, size_s, comment]);
     }
-    if !a.quiet && a.format == "table" {
+    if a.quiet {
+        return Ok(0);
+    }
+    if format.is_default() {
         table(&mut out, &rows)?;
+    } else {
+        format.write(&mut out, &ctx_rows, HISTORY_HEADERS)?;
     }
     Ok(0)
 }
@@ -481,51 +607,52 @@ pub fn rmi(cli: &Cli, a: &RmiArgs) -> Result<i32> {
     Ok(code)
 }
 
-pub fn inspect_images(cli: &Cli, names: &[String]) -> Result<i32> {
+pub fn inspect_images(cli: &Cli, a: &ImageInspectArgs) -> Result<i32> {
+    if let Some(f) = a
+        .format
+        .as_deref()
+        .filter(|f| !f.is_empty() && *f != "json")
+    {
+        super::template::Template::parse(f)?;
+    }
     let engine = cli.engine()?;
-    let mut out = Vec::new();
-    let mut code = 0;
-    for n in names {
-        match image_json(&engine, n) {
-            Ok(j) => out.push(j),
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for n in &a.images {
+        match super::inspect::image_doc(&engine, n) {
+            Ok(j) => docs.push(j),
             Err(e) => {
                 eprintln!("Error: {}", super::one_line(&e));
-                code = 1;
+                failed = true;
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(code)
+    super::inspect::print(&docs, a.format.as_deref(), failed)
 }
 
-pub fn image_json(engine: &strata::engine::Engine, name: &str) -> Result<serde_json::Value> {
-    let rec = engine.images().resolve(name)?;
-    let (_, cfg) = engine.images().config(&rec.id)?;
-    let mut graph = serde_json::Map::new();
-    if let Some(top) = &rec.top_layer
-        && let Some(l) = engine.layers().get(top)?
-    {
-        for (k, v) in engine.driver.metadata(&l.cache_id) {
-            graph.insert(k, json!(v));
+/// The images `image prune --filter` lets go: created before every `until`, labels as given.
+pub(super) type ImageTest = Box<dyn Fn(&strata::engine::Engine, &ImageRecord) -> bool>;
+
+pub(super) fn prune_filter(args: &[String]) -> Result<ImageTest> {
+    let f = Filters::parse(args, &["until", "label", "label!"])?;
+    let until: Vec<chrono::DateTime<chrono::Utc>> =
+        f.values("until").map(parse_until).collect::<Result<_>>()?;
+    Ok(Box::new(move |engine, rec| {
+        let created = strata::image::config::parse_time(&rec.created);
+        if until.iter().any(|u| created.is_none_or(|t| t >= *u)) {
+            return false;
         }
-    }
-    Ok(json!({
-        "Id": rec.id.to_string(),
-        "RepoTags": rec.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
-        "RepoDigests": rec.digests.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
-        "Parent": "",
-        "Comment": cfg.comment.clone().unwrap_or_default(),
-        "Created": cfg.created.clone().unwrap_or_default(),
-        "DockerVersion": cfg.docker_version.clone().unwrap_or_default(),
-        "Author": cfg.author.clone().unwrap_or_default(),
-        "Config": cfg.config.clone().unwrap_or(serde_json::Value::Null),
-        "Architecture": cfg.architecture,
-        "Os": cfg.os,
-        "Size": rec.size,
-        "VirtualSize": rec.size,
-        "GraphDriver": {"Data": if graph.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(graph) }, "Name": engine.driver.name()},
-        "RootFS": {"Type": "layers", "Layers": cfg.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
-        "Metadata": {"LastTagTime": rec.last_tag.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())},
+        if !f.has("label") && !f.has("label!") {
+            return true;
+        }
+        let labels = engine
+            .images()
+            .config(&rec.id)
+            .ok()
+            .and_then(|(_, c)| c.config)
+            .and_then(|c| c.get("Labels").cloned())
+            .unwrap_or_default();
+        f.labels_match(|k| labels.get(k).and_then(|v| v.as_str()))
     }))
 }
 
@@ -540,8 +667,9 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
             return Ok(0);
         }
     }
+    let wanted = prune_filter(&a.filter)?;
     let engine = cli.engine()?;
-    let (lines, freed) = engine.prune_images(a.all)?;
+    let (lines, freed) = engine.prune_images_matching(a.all, &|r| wanted(&engine, r))?;
     if !lines.is_empty() {
         println!("Deleted Images:");
         for l in lines {

@@ -4,11 +4,15 @@ mod build;
 mod container;
 mod containerfs;
 mod events;
+mod filter;
 mod format;
 mod image;
+mod inspect;
+mod ps;
 mod registry;
 mod run;
 mod system;
+mod template;
 mod timearg;
 mod usage;
 mod version;
@@ -65,7 +69,7 @@ enum Command {
     Umount(container::UmountArgs),
     Export(container::ExportArgs),
     Rm(container::RmArgs),
-    Ps(container::PsArgs),
+    Ps(ps::PsArgs),
     Rename(container::RenameArgs),
     Port(container::PortArgs),
     /// Manage containers
@@ -152,7 +156,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Umount(a) => container::umount(cli, a),
         Command::Export(a) => container::export(cli, a),
         Command::Rm(a) => container::rm(cli, a),
-        Command::Ps(a) => container::ps(cli, a),
+        Command::Ps(a) => ps::ps(cli, a),
         Command::Rename(a) => container::rename(cli, a),
         Command::Port(a) => container::port(cli, a),
         Command::Container(c) => container::container_cmd(cli, c),

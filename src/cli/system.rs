@@ -2,7 +2,8 @@
 
 use super::Cli;
 use super::format::human_size;
-use anyhow::{Result, bail};
+use super::template::Value;
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -17,6 +18,9 @@ pub struct InspectArgs {
     /// Display total file sizes if the type is container
     #[arg(short, long)]
     pub size: bool,
+    /// Format output using a Go template or `json`
+    #[arg(short, long)]
+    pub format: Option<String>,
     #[arg(required = true)]
     pub names: Vec<String>,
 }
@@ -49,6 +53,9 @@ pub struct PruneArgs {
     /// Prune anonymous volumes
     #[arg(long)]
     volumes: bool,
+    /// Provide filter values (e.g. 'until=<timestamp>', 'label=k=v')
+    #[arg(long = "filter")]
+    filter: Vec<String>,
 }
 
 /// Adopt every image of a Docker or Podman store (read-only; no network)
@@ -94,9 +101,16 @@ pub fn system_cmd(cli: &Cli, c: &SystemCmd) -> Result<i32> {
 }
 
 pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<i32> {
+    if let Some(f) = a
+        .format
+        .as_deref()
+        .filter(|f| !f.is_empty() && *f != "json")
+    {
+        super::template::Template::parse(f)?;
+    }
     let engine = cli.engine()?;
-    let mut out = Vec::new();
-    let mut code = 0;
+    let mut docs = Vec::new();
+    let mut failed = false;
     for n in &a.names {
         let container = if a.kind.as_deref() != Some("image") {
             engine.containers().get(n).ok()
@@ -104,44 +118,67 @@ pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<i32> {
             None
         };
         if let Some(c) = container {
-            let mut j = super::container::container_json(&engine, &c);
-            if a.size {
-                super::containerfs::add_inspect_sizes(&engine, &c, &mut j);
-            }
-            out.push(j);
+            docs.push(super::inspect::container_doc(&engine, &c, a.size));
             continue;
         }
         if a.kind.as_deref() == Some("container") {
             eprintln!("Error: No such container: {n}");
-            code = 1;
+            failed = true;
             continue;
         }
-        match super::image::image_json(&engine, n) {
-            Ok(j) => out.push(j),
+        match super::inspect::image_doc(&engine, n) {
+            Ok(j) => docs.push(j),
             Err(_) => {
                 eprintln!("Error: No such object: {n}");
-                code = 1;
+                failed = true;
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(code)
+    super::inspect::print(&docs, a.format.as_deref(), failed)
 }
 
 pub fn info(cli: &Cli, a: &InfoArgs) -> Result<i32> {
     let engine = cli.engine()?;
     let status = engine.driver.status();
-    if let Some(f) = &a.format {
-        if f.contains("DriverStatus") || f == "json" {
-            println!("{}", serde_json::to_string(&status)?);
-            return Ok(0);
-        }
-        bail!("unsupported --format {f:?} (supported: json, '{{{{json .DriverStatus}}}}')");
-    }
     let containers = strata::engine::run::refresh(&engine, engine.containers().list()?);
     let running = containers.iter().filter(|c| c.state == "running").count();
     let images = engine.images().list()?.len();
     let layers = engine.layers().list()?.len();
+    if let Some(f) = a.format.as_deref().filter(|f| !f.is_empty()) {
+        let status_pairs: Vec<Value> = status
+            .iter()
+            .map(|(k, v)| Value::List(vec![Value::str(k.as_str()), Value::str(v.as_str())]))
+            .collect();
+        let doc = Value::obj([
+            ("ID", Value::str("")),
+            ("Containers", Value::from(containers.len() as u64)),
+            ("ContainersRunning", Value::from(running as u64)),
+            ("ContainersPaused", Value::Int(0)),
+            (
+                "ContainersStopped",
+                Value::from((containers.len() - running) as u64),
+            ),
+            ("Images", Value::from(images as u64)),
+            ("Driver", Value::str(engine.driver.name())),
+            ("DriverStatus", Value::List(status_pairs)),
+            ("Layers", Value::from(layers as u64)),
+            (
+                "DockerRootDir",
+                Value::Str(engine.root.display().to_string()),
+            ),
+            ("OSType", Value::str("linux")),
+            ("Architecture", Value::str(std::env::consts::ARCH)),
+            (
+                "NCPU",
+                Value::from(std::thread::available_parallelism().map_or(1, |n| n.get()) as u64),
+            ),
+            ("ServerVersion", Value::str(env!("CARGO_PKG_VERSION"))),
+        ]);
+        let f = if f == "json" { "{{json .}}" } else { f };
+        let mut out = std::io::stdout().lock();
+        super::template::write_objects(&mut out, Some(f), &[doc])?;
+        return Ok(0);
+    }
     println!("Server:");
     println!(" Containers: {}", containers.len());
     println!("  Running: {running}");
@@ -183,8 +220,11 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
             return Ok(0);
         }
     }
+    let images_wanted = super::image::prune_filter(&a.filter)?;
+    let containers_wanted = super::containerfs::container_prune_filter(&a.filter)?;
     let engine = cli.engine()?;
-    let (deleted, freed_c, code) = super::containerfs::prune_containers(&engine);
+    let (deleted, freed_c, code) =
+        super::containerfs::prune_containers(&engine, &|c| containers_wanted(&engine, c));
     if !deleted.is_empty() {
         println!("Deleted Containers:");
         for id in deleted {
@@ -204,7 +244,7 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
             println!();
         }
     }
-    let (lines, freed_i) = engine.prune_images(a.all)?;
+    let (lines, freed_i) = engine.prune_images_matching(a.all, &|r| images_wanted(&engine, r))?;
     if !lines.is_empty() {
         println!("Deleted Images:");
         for l in lines {

@@ -3,6 +3,7 @@
 
 use super::Cli;
 use super::format::{human_size_prec, table};
+use super::template::{RowFormat, Value as TValue};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -49,13 +50,16 @@ pub struct LsArgs {
     /// Provide filter values (e.g. 'dangling=true')
     #[arg(short, long = "filter")]
     filter: Vec<String>,
-    /// Format output: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    /// Format output using a Go template, `table`, `table TEMPLATE` or `json`
+    #[arg(long)]
+    format: Option<String>,
 }
 
 #[derive(Args)]
 pub struct InspectArgs {
+    /// Format output using a Go template or `json`
+    #[arg(short, long)]
+    format: Option<String>,
     #[arg(required = true)]
     names: Vec<String>,
 }
@@ -88,6 +92,19 @@ pub fn volume_cmd(cli: &Cli, c: &VolumeCmd) -> Result<i32> {
         VolumeCmd::Prune(a) => prune(cli, a),
     }
 }
+
+const VOLUME_HEADERS: &[(&str, &str)] = &[
+    ("Name", "VOLUME NAME"),
+    ("Driver", "DRIVER"),
+    ("Scope", "SCOPE"),
+    ("Mountpoint", "MOUNTPOINT"),
+    ("Labels", "LABELS"),
+    ("Links", "LINKS"),
+    ("Size", "SIZE"),
+    ("Availability", "AVAILABILITY"),
+    ("Group", "GROUP"),
+    ("Status", "STATUS"),
+];
 
 fn key_values(list: &[String]) -> BTreeMap<String, String> {
     list.iter()
@@ -132,6 +149,7 @@ pub fn volume_json(store: &VolumeStore, v: &Volume) -> Value {
 }
 
 fn ls(cli: &Cli, a: &LsArgs) -> Result<i32> {
+    let format = RowFormat::parse(a.format.as_deref())?;
     let engine = cli.engine()?;
     let store = engine.volumes();
     let mut list = Vec::new();
@@ -166,17 +184,46 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<i32> {
         for v in &list {
             writeln!(out, "{}", v.name)?;
         }
-    } else if a.format == "json" || a.format == "{{json .}}" {
-        for v in &list {
-            let labels: Vec<String> = v.labels.iter().map(|(k, x)| format!("{k}={x}")).collect();
-            writeln!(
-                out,
-                "{}",
-                json!({"Availability": "N/A", "Driver": v.driver, "Group": "N/A", "Labels": labels.join(","),
-                       "Links": "N/A", "Mountpoint": store.mountpoint(&v.name), "Name": v.name,
-                       "Scope": "local", "Size": "N/A", "Status": "N/A"})
-            )?;
-        }
+    } else if !format.is_default() {
+        let rows: Vec<TValue> = list
+            .iter()
+            .map(|v| {
+                let labels: Vec<String> =
+                    v.labels.iter().map(|(k, x)| format!("{k}={x}")).collect();
+                let links = store
+                    .users(&v.name)
+                    .map(|u| u.len().to_string())
+                    .unwrap_or_else(|_| "N/A".into());
+                TValue::Struct(
+                    "*formatter.volumeContext",
+                    vec![
+                        ("Availability".into(), TValue::str("N/A")),
+                        ("Driver".into(), TValue::Str(v.driver.clone())),
+                        ("Group".into(), TValue::str("N/A")),
+                        ("Labels".into(), TValue::Str(labels.join(","))),
+                        ("Links".into(), TValue::Str(links)),
+                        (
+                            "Mountpoint".into(),
+                            TValue::Str(store.mountpoint(&v.name).display().to_string()),
+                        ),
+                        ("Name".into(), TValue::Str(v.name.clone())),
+                        ("Scope".into(), TValue::str("local")),
+                        ("Size".into(), TValue::str("N/A")),
+                        ("Status".into(), TValue::str("N/A")),
+                        (
+                            "\0Labels".into(),
+                            TValue::Map(
+                                v.labels
+                                    .iter()
+                                    .map(|(k, x)| (k.clone(), TValue::Str(x.clone())))
+                                    .collect(),
+                            ),
+                        ),
+                    ],
+                )
+            })
+            .collect();
+        format.write(&mut out, &rows, VOLUME_HEADERS)?;
     } else {
         let mut rows = vec![vec!["DRIVER".to_string(), "VOLUME NAME".to_string()]];
         for v in &list {
@@ -190,19 +237,25 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<i32> {
 fn inspect(cli: &Cli, a: &InspectArgs) -> Result<i32> {
     let engine = cli.engine()?;
     let store = engine.volumes();
-    let mut out = Vec::new();
-    let mut code = 0;
+    if let Some(f) = a
+        .format
+        .as_deref()
+        .filter(|f| !f.is_empty() && *f != "json")
+    {
+        super::template::Template::parse(f)?;
+    }
+    let mut docs = Vec::new();
+    let mut failed = false;
     for n in &a.names {
         match store.get(n) {
-            Ok(v) => out.push(volume_json(&store, &v)),
+            Ok(v) => docs.push(TValue::from(volume_json(&store, &v))),
             Err(e) => {
                 eprintln!("Error: {e}");
-                code = 1;
+                failed = true;
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(code)
+    super::inspect::print(&docs, a.format.as_deref(), failed)
 }
 
 fn rm(cli: &Cli, a: &RmArgs) -> Result<i32> {

@@ -4,7 +4,6 @@
 
 use super::{Engine, EngineError};
 use crate::container::{Container, NewContainer, RunConfig};
-use crate::image::Reference;
 
 impl Engine {
     pub fn create_container(
@@ -30,10 +29,9 @@ impl Engine {
             None => None,
         };
         crate::failpoint::pause("container-create");
-        let shown = match Reference::parse_tagged(image) {
-            Ok(r) if rec.tags.contains(&r) => r.familiar(),
-            _ => image.to_string(),
-        };
+        // As the user typed it (`busybox`, not `busybox:latest`): Docker's `Config.Image` and
+        // `ps`'s IMAGE column.
+        let shown = image.to_string();
         let made = self.containers().create(NewContainer {
             name,
             image_id: &rec.id,

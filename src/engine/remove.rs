@@ -121,6 +121,15 @@ impl Engine {
     /// Remove dangling images (no names), or with `all` every image no container uses.
     /// Returns the deleted IDs and the bytes of layers freed.
     pub fn prune_images(&self, all: bool) -> Result<(Vec<String>, u64), EngineError> {
+        self.prune_images_matching(all, &|_| true)
+    }
+
+    /// `prune_images` limited to the images `wanted` accepts (`image prune --filter`).
+    pub fn prune_images_matching(
+        &self,
+        all: bool,
+        wanted: &dyn Fn(&crate::image::ImageRecord) -> bool,
+    ) -> Result<(Vec<String>, u64), EngineError> {
         let before: u64 = self.layers().list()?.iter().map(|l| l.size).sum();
         let mut lines = Vec::new();
         let used: std::collections::HashSet<_> = self
@@ -146,7 +155,11 @@ impl Engine {
                 let id = rec.id.to_string();
                 let dangling =
                     rec.tags.is_empty() && rec.digests.is_empty() && !parents.contains(&id);
-                if (dangling || all) && !used.contains(&rec.id) && !held.contains(&id) {
+                if (dangling || all)
+                    && !used.contains(&rec.id)
+                    && !held.contains(&id)
+                    && wanted(&rec)
+                {
                     let mut r = Removal::default();
                     self.delete_image(&rec, &mut r)?;
                     progress = true;
