@@ -17,7 +17,7 @@ pub struct CreateArgs {
     #[arg(long)]
     name: Option<String>,
     #[command(flatten)]
-    run: super::run::RunOpts,
+    run: super::run_flags::RunOpts,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
@@ -117,6 +117,7 @@ pub fn container_cmd(cli: &Cli, c: &ContainerCmd) -> Result<i32> {
 
 pub fn create(cli: &Cli, a: &CreateArgs) -> Result<i32> {
     let engine = cli.engine()?;
+    a.run.ensure_image(&engine, &a.image)?;
     let c = create_container(
         &engine,
         a.name.as_deref(),

@@ -7,6 +7,7 @@ mod format;
 mod image;
 mod registry;
 mod run;
+mod run_flags;
 mod system;
 mod volume;
 

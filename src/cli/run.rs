@@ -8,129 +8,11 @@ use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
-use strata::container::{Container, RunConfig};
+use strata::container::Container;
 use strata::engine::Engine;
 use strata::engine::run::{self as er, Attach, ExecOpts, RunError};
-use strata::runtime::logs::{self, Follower, LogOpts};
-use strata::runtime::spec::Network;
+use strata::runtime::logs::{self, Follower};
 use strata::runtime::state::{RunState, Status};
-
-/// Options of `create` and `run` that say how the container runs.
-#[derive(Args, Clone, Default)]
-pub struct RunOpts {
-    /// Set environment variables (KEY=VALUE, or KEY to pass this process's value)
-    #[arg(short = 'e', long = "env")]
-    env: Vec<String>,
-    /// Working directory inside the container
-    #[arg(short = 'w', long = "workdir")]
-    workdir: Option<String>,
-    /// Username or UID (format: <name|uid>[:<group|gid>])
-    #[arg(short = 'u', long = "user")]
-    user: Option<String>,
-    /// Overwrite the default ENTRYPOINT of the image
-    #[arg(long)]
-    entrypoint: Option<String>,
-    /// Keep STDIN open even if not attached
-    #[arg(short = 'i', long)]
-    interactive: bool,
-    /// Allocate a pseudo-TTY
-    #[arg(short = 't', long)]
-    tty: bool,
-    /// Network: host (default; this machine has no bridge, Docker's default would be one) or none
-    #[arg(long, default_value = "host")]
-    network: String,
-    /// json-file log options: max-size=SIZE, max-file=N
-    #[arg(long = "log-opt")]
-    log_opt: Vec<String>,
-    /// Automatically remove the container when it exits
-    #[arg(long)]
-    rm: bool,
-    /// An external OCI runtime binary (e.g. /usr/sbin/runc); default: the embedded one
-    #[arg(long)]
-    runtime: Option<String>,
-    /// Bind mount a volume (NAME:DEST[:MODE], /HOST:DEST[:MODE], or DEST for an anonymous one)
-    #[arg(short = 'v', long = "volume")]
-    volume: Vec<String>,
-    /// Attach a filesystem mount (type=volume|bind|tmpfs,src=…,dst=…[,readonly][,volume-nocopy][,tmpfs-size=…])
-    #[arg(long = "mount")]
-    mount: Vec<String>,
-    /// Mount a tmpfs directory (PATH[:OPTIONS])
-    #[arg(long = "tmpfs")]
-    tmpfs: Vec<String>,
-    /// Mount volumes from the specified container(s) (C[:ro|rw])
-    #[arg(long = "volumes-from")]
-    volumes_from: Vec<String>,
-}
-
-impl RunOpts {
-    /// The container's run config from these options and the command line after the image.
-    pub fn to_config(&self, cmd: &[String]) -> Result<RunConfig> {
-        if Network::parse(&self.network).is_none() {
-            bail!(
-                "invalid network mode {:?}: choose host or none (there is no bridge network here)",
-                self.network
-            );
-        }
-        LogOpts::parse(&self.log_opt)?;
-        if let Some(r) = &self.runtime
-            && !r.is_empty()
-            && !std::path::Path::new(r).is_file()
-        {
-            bail!(
-                "runtime {r:?}: no such file (give the path of an OCI runtime binary such as /usr/sbin/runc)"
-            );
-        }
-        Ok(RunConfig {
-            cmd: cmd.to_vec(),
-            entrypoint: self
-                .entrypoint
-                .as_ref()
-                .filter(|e| !e.is_empty())
-                .map(|e| vec![e.clone()])
-                .unwrap_or_default(),
-            env: self.env.clone(),
-            working_dir: self.workdir.clone().unwrap_or_default(),
-            user: self.user.clone().unwrap_or_default(),
-            tty: self.tty,
-            open_stdin: self.interactive,
-            network: if self.network == "host" {
-                String::new()
-            } else {
-                self.network.clone()
-            },
-            log_opts: self.log_opt.clone(),
-            auto_remove: self.rm,
-            runtime: self.runtime.clone().unwrap_or_default(),
-            binds: self
-                .volume
-                .iter()
-                .filter(|v| is_bind_spec(v))
-                .cloned()
-                .collect(),
-            volumes: self
-                .volume
-                .iter()
-                .filter(|v| !is_bind_spec(v))
-                .cloned()
-                .collect(),
-            mount_args: self.mount.clone(),
-            tmpfs: self.tmpfs.clone(),
-            volumes_from: self.volumes_from.clone(),
-            mounts: Vec::new(),
-        })
-    }
-}
-
-/// `-v SRC:DEST[:MODE]` (a bind or named volume: Docker's `HostConfig.Binds`) rather than
-/// `-v DEST[:MODE]` (an anonymous volume: `Config.Volumes`).
-fn is_bind_spec(v: &str) -> bool {
-    let parts: Vec<&str> = v.split(':').collect();
-    match parts.len() {
-        1 => false,
-        2 => parts[1].starts_with('/'),
-        _ => true,
-    }
-}
 
 /// Create and run a new container from an image
 #[derive(Args)]
@@ -142,7 +24,7 @@ pub struct RunArgs {
     #[arg(long)]
     name: Option<String>,
     #[command(flatten)]
-    opts: RunOpts,
+    opts: super::run_flags::RunOpts,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
@@ -353,6 +235,10 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
             return Ok(125);
         }
     };
+    if let Err(e) = a.opts.ensure_image(&engine, &a.image) {
+        eprintln!("Error: {}", super::one_line(&e));
+        return Ok(125);
+    }
     let c = match super::container::create_container(&engine, a.name.as_deref(), &a.image, config) {
         Ok(c) => c,
         Err(e) => {

@@ -1,0 +1,208 @@
+//! `run`/`create` flags as Docker's (issue 10): `--pull`, `-t` with a real pty, hostname,
+//! env files, labels, /etc/hosts entries, read-only roots, stop signal/timeout, groups,
+//! capabilities, cgroup limits, restart policies, `--init`, and the commands around a running
+//! container (`exec -d`, `attach`, `pause`, `top`, `stats`), through the real binary.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+/// A busybox image `bb:latest` (CMD sh) with users and groups for the `id` checks.
+fn image(s: &Store) {
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let r = work.path().join("rootfs");
+    busybox_rootfs(&r);
+    for a in [
+        "sleep", "hostname", "id", "ps", "env", "cat", "stty", "tty", "ls", "touch", "grep",
+    ] {
+        let _ = std::os::unix::fs::symlink("busybox", r.join("bin").join(a));
+    }
+    for d in ["proc", "dev", "sys", "root", "home/app", "tmp"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nwheel:x:10:app,root\naudio:x:29:app\n",
+    )
+    .unwrap();
+    s.ok(&[
+        "import",
+        r.to_str().unwrap(),
+        "bb:latest",
+        "-c",
+        "CMD [\"sh\"]",
+        "-c",
+        "ENV PATH=/bin",
+    ]);
+}
+
+fn store() -> Store {
+    let s = Store::new("overlay");
+    image(&s);
+    s
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[allow(dead_code)]
+fn inspect(s: &Store, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&s.ok(&["inspect", name])).unwrap();
+    v[0].clone()
+}
+
+#[allow(dead_code)]
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A throwaway registry (Debian's docker-registry, as tests/registry.rs and
+// scripts/registry-test-server.sh start it)
+
+struct Registry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        std::fs::create_dir_all("/var/tmp/strata-tests").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("reg-")
+            .tempdir_in("/var/tmp/strata-tests")
+            .unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let d = dir.path();
+        std::fs::write(
+            d.join("config.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                d.join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry is installed (scripts/setup.sh)");
+        let t0 = Instant::now();
+        while TcpStream::connect(&addr).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "registry did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            _dir: dir,
+            addr,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn pull_missing_always_never() {
+    let reg = Registry::start();
+    let s = store();
+    let name = format!("{}/bb", reg.addr);
+    s.ok(&["tag", "bb", &name]);
+    s.ok(&["push", &name]);
+    s.ok(&["rmi", &name]);
+
+    // never: refused as Docker, nothing pulled.
+    let o = s.run(&["run", "--rm", "--pull", "never", &name, "true"]);
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("No such image: {name}")),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.run(&["create", "--pull=never", &name]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        s.fails(&["image", "inspect", &name])
+            .contains("No such image")
+    );
+
+    // missing (the default): Docker's words on stderr, then the pull, then the run.
+    let o = s.run(&["run", "--rm", &name, "echo", "ran"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "ran\n");
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!("Unable to find image '{name}:latest' locally\n")),
+        "{err}"
+    );
+    assert!(err.contains("latest: Pulling from bb"), "{err}");
+    assert!(
+        err.contains(&format!("Status: Downloaded newer image for {name}:latest")),
+        "{err}"
+    );
+    // Present now: no pull at all.
+    let o = s.run(&["run", "--rm", &name, "true"]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(stderr(&o), "");
+
+    // always: pulls though present ("Image is up to date").
+    let o = s.run(&["create", "--pull", "always", "--name", "c1", &name]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("Image is up to date"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("Unable to find"));
+
+    // A name nobody serves: the pull's error, exit 125, no container left.
+    let o = s.run(&["run", &format!("{}/nothing", reg.addr), "true"]);
+    assert_eq!(code(&o), 125);
+    assert_eq!(
+        stderr(&o)
+            .lines()
+            .filter(|l| l.starts_with("Error"))
+            .count(),
+        1
+    );
+    assert_eq!(s.ok(&["ps", "-aq"]).lines().count(), 1);
+    let o = s.run(&["run", "--pull", "sometimes", "bb", "true"]);
+    assert_ne!(code(&o), 0);
+}
