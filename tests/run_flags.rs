@@ -206,3 +206,98 @@ fn pull_missing_always_never() {
     let o = s.run(&["run", "--pull", "sometimes", "bb", "true"]);
     assert_ne!(code(&o), 0);
 }
+
+/// Run `strata ARGS` inside `script(1)`: a real terminal of 33 rows and 101 columns on its
+/// stdin/stdout, as a user's shell would give it. Returns (exit code, output with CR LF).
+fn in_terminal(s: &Store, args: &str, input: &str) -> (i32, String) {
+    let strata = format!(
+        "{} --root {} --storage-driver {}",
+        env!("CARGO_BIN_EXE_strata"),
+        s.root.display(),
+        s.driver
+    );
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("stty rows 33 cols 101; {strata} {args}"),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils) is installed (scripts/setup.sh)");
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    drop(stdin);
+    (code(&o), stdout(&o))
+}
+
+#[test]
+fn tty_is_a_real_controlling_terminal() {
+    let s = store();
+    let probe = "sh -c 'tty; stty size; echo TERM=$TERM; ls -l /proc/self/fd/1; [ -t 0 ] && echo stdin-tty; exit 7'";
+    for runtime in ["", "--runtime /usr/sbin/runc"] {
+        let (rc, out) = in_terminal(&s, &format!("run --rm -t {runtime} bb {probe}"), "");
+        assert_eq!(rc, 7, "{runtime}: {out}");
+        let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+        assert_eq!(lines[0], "/dev/pts/0", "{runtime}: {out}");
+        assert_eq!(
+            lines[1], "33 101",
+            "{runtime}: the caller's window size: {out}"
+        );
+        assert_eq!(lines[2], "TERM=xterm");
+        assert!(lines[3].ends_with("-> /dev/pts/0"), "{out}");
+        assert_eq!(lines[4], "stdin-tty");
+    }
+    // The pty's output discipline: "\n" becomes "\r\n", as on Docker's -t.
+    let o = s.run(&["run", "--rm", "-t", "bb", "tty"]);
+    assert_eq!(stdout(&o), "/dev/pts/0\r\n");
+    // -e TERM wins over the default.
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "-t",
+        "-e",
+        "TERM=vt100",
+        "bb",
+        "sh",
+        "-c",
+        "echo $TERM",
+    ]);
+    assert_eq!(stdout(&o), "vt100\r\n");
+    let o = s.run(&["run", "--rm", "bb", "sh", "-c", "echo ${TERM:-unset}; tty"]);
+    assert_eq!(stdout(&o), "unset\nnot a tty\n");
+
+    // -it: keystrokes reach the container through the terminal.
+    let (rc, out) = in_terminal(&s, "run --rm -it bb sh -c 'read x; echo got-$x'", "hello\n");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("got-hello"), "{out}");
+
+    // -it with a stdin that is not a terminal: Docker's refusal, exit 1, nothing created.
+    let o = s.run(&["run", "-it", "bb", "true"]);
+    assert_eq!(code(&o), 1);
+    assert_eq!(stderr(&o), "the input device is not a TTY\n");
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    // -d -it is fine (nothing is attached), and exec -t gets its own terminal.
+    s.ok(&["run", "-d", "-it", "--name", "bg", "bb", "sh"]);
+    let (rc, out) = in_terminal(&s, &format!("exec -t bg {probe}"), "");
+    assert_eq!(rc, 7, "{out}");
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(lines[0].starts_with("/dev/pts/"), "{out}");
+    assert_eq!(lines[1], "33 101");
+    assert_eq!(lines[2], "TERM=xterm");
+    let (rc, out) = in_terminal(
+        &s,
+        "exec -it bg sh -c 'read x; echo got-$x; exit 4'",
+        "hi\n",
+    );
+    assert_eq!(rc, 4, "{out}");
+    assert!(out.contains("got-hi"), "{out}");
+    let o = s.run(&["exec", "-it", "bg", "true"]);
+    assert_eq!(code(&o), 1);
+    assert_eq!(stderr(&o), "the input device is not a TTY\n");
+    s.ok(&["rm", "-f", "bg"]);
+}

@@ -167,7 +167,7 @@ fn missing_or_unrunnable_command_is_127_or_126() {
 #[test]
 fn bad_input_is_one_line_and_nonzero() {
     let s = store("overlay");
-    let err = s.fails(&["run", "nosuch/image"]);
+    let err = s.fails(&["run", "--pull", "never", "nosuch/image"]);
     assert_eq!(err.lines().count(), 1, "{err}");
     let err = s.fails(&["start", "ghost"]);
     assert!(err.contains("No such container: ghost"), "{err}");

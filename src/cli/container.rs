@@ -117,13 +117,9 @@ pub fn container_cmd(cli: &Cli, c: &ContainerCmd) -> Result<i32> {
 
 pub fn create(cli: &Cli, a: &CreateArgs) -> Result<i32> {
     let engine = cli.engine()?;
+    let config = a.run.to_config(&a.cmd)?;
     a.run.ensure_image(&engine, &a.image)?;
-    let c = create_container(
-        &engine,
-        a.name.as_deref(),
-        &a.image,
-        a.run.to_config(&a.cmd)?,
-    )?;
+    let c = create_container(&engine, a.name.as_deref(), &a.image, config)?;
     println!("{}", c.id);
     Ok(0)
 }

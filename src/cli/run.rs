@@ -12,6 +12,7 @@ use strata::container::Container;
 use strata::engine::Engine;
 use strata::engine::run::{self as er, Attach, ExecOpts, RunError};
 use strata::runtime::logs::{self, Follower};
+use strata::runtime::pty::WinSize;
 use strata::runtime::state::{RunState, Status};
 
 /// Create and run a new container from an image
@@ -200,8 +201,20 @@ impl Drop for RawTerminal {
     }
 }
 
+/// Docker's refusal of `-it` when stdin is not a terminal (exit 1, before anything is made).
+fn check_tty(tty: bool, stdin: bool) -> Option<i32> {
+    if tty && stdin && !std::io::stdin().is_terminal() {
+        eprintln!("the input device is not a TTY");
+        return Some(1);
+    }
+    None
+}
+
 /// Start attached: wait for the exit, return its code.
 fn attached(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
+    if let Some(code) = check_tty(c.config.tty, stdin) {
+        return Ok(code);
+    }
     let _raw = RawTerminal::enable(c.config.tty && stdin);
     let started = match er::start(
         engine,
@@ -209,12 +222,20 @@ fn attached(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
         Attach {
             output: true,
             stdin,
+            size: if c.config.tty {
+                WinSize::of_caller()
+            } else {
+                None
+            },
         },
     ) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
     proxy_signals(started.pid);
+    if c.config.tty {
+        super::run_flags::follow_window_size(started.pid);
+    }
     match started.wait_exit() {
         Some(code) => Ok(code),
         None => {
@@ -227,6 +248,11 @@ fn attached(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
 }
 
 pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
+    if !a.detach
+        && let Some(code) = check_tty(a.opts.tty, a.opts.interactive)
+    {
+        return Ok(code);
+    }
     let engine = cli.engine()?;
     let config = match a.opts.to_config(&a.cmd) {
         Ok(c) => c,
@@ -253,6 +279,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
             Attach {
                 output: false,
                 stdin: false,
+                size: None,
             },
         ) {
             Ok(_) => {
@@ -309,6 +336,7 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<i32> {
             Attach {
                 output: false,
                 stdin: false,
+                size: None,
             },
         ) {
             Ok(_) => println!("{name}"),
@@ -367,6 +395,7 @@ pub fn restart(cli: &Cli, a: &RestartArgs) -> Result<i32> {
             Attach {
                 output: false,
                 stdin: false,
+                size: None,
             },
         )
         .map(|_| ())
@@ -402,6 +431,9 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
             return Ok(1);
         }
     };
+    if let Some(code) = check_tty(a.tty, a.interactive) {
+        return Ok(code);
+    }
     let _raw = RawTerminal::enable(a.tty && a.interactive);
     match er::exec(
         &engine,

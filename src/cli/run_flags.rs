@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use strata::container::RunConfig;
 use strata::engine::Engine;
@@ -34,7 +35,7 @@ pub struct RunOpts {
     pub interactive: bool,
     /// Allocate a pseudo-TTY
     #[arg(short = 't', long)]
-    tty: bool,
+    pub tty: bool,
     /// Network: host (default; this machine has no bridge, Docker's default would be one) or none
     #[arg(long, default_value = "host")]
     network: String,
@@ -197,4 +198,55 @@ impl RunOpts {
         }
         Ok(())
     }
+}
+
+static WINCH_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    let fd = WINCH_PIPE.load(std::sync::atomic::Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; a full pipe just drops the wake-up.
+        unsafe { libc::write(fd, b"w".as_ptr().cast(), 1) };
+    }
+}
+
+/// While attached to a container with a terminal: when this terminal is resized (SIGWINCH),
+/// give the container's pty the new size. The pty is reached as the container init's stdin
+/// (`/proc/PID/fd/0`), so the monitor needs no channel for it.
+pub fn follow_window_size(pid: i32) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return;
+    }
+    WINCH_PIPE.store(fds[1], std::sync::atomic::Ordering::SeqCst);
+    unsafe { libc::signal(libc::SIGWINCH, on_winch as *const () as libc::sighandler_t) };
+    let r = fds[0];
+    std::thread::spawn(move || {
+        let mut b = [0u8; 16];
+        loop {
+            let mut p = libc::pollfd {
+                fd: r,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd; a read of at most 16 bytes into `b`.
+            if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+                continue;
+            }
+            while unsafe { libc::read(r, b.as_mut_ptr().cast(), b.len()) } > 0 {}
+            let (Some(size), Ok(f)) = (
+                strata::runtime::pty::WinSize::of_caller(),
+                std::fs::File::options()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOCTTY)
+                    .open(format!("/proc/{pid}/fd/0")),
+            ) else {
+                continue;
+            };
+            use std::os::fd::AsRawFd;
+            size.apply(f.as_raw_fd());
+        }
+    });
 }

@@ -17,8 +17,9 @@ use crate::image::ImageError;
 use crate::lock::LockFile;
 use crate::meta::Meta;
 use crate::runtime::RuntimeError;
-use crate::runtime::backend::Backend;
+use crate::runtime::backend::{Backend, ExecTerminal};
 use crate::runtime::monitor::{self, LOCK_FD, MonitorArgs, NOTIFY_FD, Notifier, StdinMode};
+use crate::runtime::pty::{ConsoleSocket, WinSize};
 use crate::runtime::spec::{self, Network, ProcessSpec, SpecInput};
 use crate::runtime::state::{
     ContainerDir, MonitorLock, RunState, Status, TryLock, now_rfc3339, same_process,
@@ -304,7 +305,7 @@ fn resolve_process(
         })?;
     let mut overrides = c.config.env.clone();
     overrides.extend(extra_env.iter().cloned());
-    let env = spec::merge_env(&img.env, &overrides, &hostname_of(c), &u.home);
+    let env = spec::merge_env(&img.env, &overrides, &hostname_of(c), &u.home, terminal);
     let cwd = cwd
         .filter(|w| !w.is_empty())
         .map(str::to_string)
@@ -388,6 +389,8 @@ pub struct Attach {
     pub output: bool,
     /// Give this process's stdin to the container (`-i` attached).
     pub stdin: bool,
+    /// The caller's terminal size, for a container with `-t`.
+    pub size: Option<crate::runtime::pty::WinSize>,
 }
 
 /// A started container: the monitor's report pipe.
@@ -471,7 +474,7 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
                 workdir: None,
                 user: None,
                 interactive: false,
-                tty: false,
+                tty: c.config.tty,
             },
         )?;
         user::mkdir_in_root(&rootfs, &process.cwd).map_err(io_err(format!(
@@ -528,6 +531,7 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
             StdinMode::Null
         },
         tty: c.config.tty,
+        size: attach.size,
     };
     let (notify_r, notify_w) = monitor::pipe().map_err(rt_err(c))?;
     let lock_fd = high_dup(lock.as_raw_fd_())?;
@@ -859,6 +863,7 @@ pub fn exec(engine: &Engine, c: &Container, o: ExecOpts) -> Result<i32, RunError
     }
     let img = image_defaults(engine, c)?;
     let interactive = o.interactive;
+    let tty = o.tty;
     // The container's own view of its root, whatever mounts it has.
     let root = PathBuf::from(format!("/proc/{}/root", st.pid));
     let process = resolve_process(c, &img, &root, o)?;
@@ -880,7 +885,20 @@ pub fn exec(engine: &Engine, c: &Container, o: ExecOpts) -> Result<i32, RunError
                 .into(),
         )
     };
-    let r = Backend::from_config(&c.config.runtime).exec(&dir, &path, stdin);
+    let backend = Backend::from_config(&c.config.runtime);
+    let console = if tty && backend == Backend::Embedded {
+        let name = format!("exec-{}.sock", crate::atomic_file::random_hex(6));
+        Some(ConsoleSocket::bind(&dir.dir, &name).map_err(rt_err(c))?)
+    } else {
+        None
+    };
+    let terminal = console.as_ref().map(|console| ExecTerminal {
+        console,
+        size: WinSize::of_caller(),
+        stdin: interactive,
+    });
+    let r = backend.exec(&dir, &path, stdin, terminal);
+    drop(console);
     let _ = fs::remove_file(&path);
     r.map_err(rt_err(c))
 }

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod logs;
 pub mod monitor;
 pub mod mounts;
+pub mod pty;
 pub mod spec;
 pub mod state;
 pub mod user;

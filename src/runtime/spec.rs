@@ -190,12 +190,13 @@ pub fn remove_cgroups(id: &str) {
 }
 
 /// The environment a container starts with: the image's, overridden by `-e`, then PATH,
-/// HOSTNAME and HOME when unset (as Docker adds them).
+/// HOSTNAME, TERM=xterm (with a terminal) and HOME when unset (as Docker adds them).
 pub fn merge_env(
     image: &[String],
     overrides: &[String],
     hostname: &str,
     home: &str,
+    tty: bool,
 ) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let key = |s: &str| s.split('=').next().unwrap_or("").to_string();
@@ -227,6 +228,9 @@ pub fn merge_env(
     }
     if !has(&out, "HOSTNAME") {
         out.push(format!("HOSTNAME={hostname}"));
+    }
+    if tty && !has(&out, "TERM") {
+        out.push("TERM=xterm".to_string());
     }
     if !has(&out, "HOME") {
         out.push(format!("HOME={home}"));
@@ -294,12 +298,20 @@ mod tests {
             &["A=2".into(), "B=3".into()],
             "h",
             "/root",
+            true,
         );
         assert_eq!(
             e,
-            vec!["PATH=/bin", "A=2", "B=3", "HOSTNAME=h", "HOME=/root"]
+            vec![
+                "PATH=/bin",
+                "A=2",
+                "B=3",
+                "HOSTNAME=h",
+                "TERM=xterm",
+                "HOME=/root"
+            ]
         );
-        let e = merge_env(&[], &[], "h", "/");
+        let e = merge_env(&[], &[], "h", "/", false);
         assert!(e[0].starts_with("PATH=/usr/local/sbin"));
         assert_eq!(env_value(&e, "HOME"), Some("/"));
     }
