@@ -91,6 +91,28 @@ pub struct RunConfig {
     /// volume is read from here (`volume::VolumeStore::users`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<crate::volume::MountPoint>,
+    // Docker's Config and HostConfig fields, named as Docker names them (issue 10).
+    /// `Config.Hostname` (`-h`); empty: the short ID.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// `Config.Labels` (`-l`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `Config.StopSignal` (`--stop-signal`); empty: the image's, else SIGTERM.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stop_signal: String,
+    /// `Config.StopTimeout` in seconds (`--stop-timeout`); None: 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<i64>,
+    /// `HostConfig.ExtraHosts` (`--add-host host:ip`), as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// `HostConfig.ReadonlyRootfs` (`--read-only`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly_rootfs: bool,
+    /// `HostConfig.GroupAdd` (`--group-add`), names or numbers as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -62,7 +62,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[allow(dead_code)]
 fn inspect(s: &Store, name: &str) -> Value {
     let v: Value = serde_json::from_str(&s.ok(&["inspect", name])).unwrap();
     v[0].clone()
@@ -300,4 +299,176 @@ fn tty_is_a_real_controlling_terminal() {
     assert_eq!(code(&o), 1);
     assert_eq!(stderr(&o), "the input device is not a TTY\n");
     s.ok(&["rm", "-f", "bg"]);
+}
+
+#[test]
+fn hostname_env_file_labels_hosts_read_only_groups() {
+    let s = store();
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let env_file = work.path().join("app.env");
+    std::fs::write(
+        &env_file,
+        "# comment\nA=1\n\nB=two words\nC=\"quoted\"\nPASSED\nUNSET_HERE\n",
+    )
+    .unwrap();
+    // -h is --hostname on run/create (not help); --help still helps.
+    let o = s
+        .cmd(&[
+            "run",
+            "--rm",
+            "-h",
+            "myhost",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-e",
+            "B=over",
+            "--add-host",
+            "db:10.0.0.5",
+            "--add-host",
+            "v6:::1",
+            "bb",
+            "sh",
+            "-c",
+            "hostname; cat /etc/hostname; echo $HOSTNAME; env | sort; cat /etc/hosts",
+        ])
+        .env("PASSED", "from-caller")
+        .env_remove("UNSET_HERE")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..3], ["myhost", "myhost", "myhost"]);
+    for want in ["A=1", "B=over", "C=\"quoted\"", "PASSED=from-caller"] {
+        assert!(lines.contains(&want), "{want}: {out}");
+    }
+    assert!(!out.contains("UNSET_HERE"), "{out}");
+    let hosts: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("127.0.0.1\tlocalhost"))
+        .collect();
+    assert_eq!(
+        &hosts[hosts.len() - 3..],
+        ["10.0.0.5\tdb", "::1\tv6", "127.0.0.1\tmyhost"],
+        "{out}"
+    );
+    assert!(s.ok(&["run", "--help"]).contains("--hostname"));
+    assert!(s.ok(&["create", "--help"]).contains("--env-file"));
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "--env-file",
+        "/nonexistent.env",
+        "bb",
+        "true",
+    ]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("/nonexistent.env"), "{}", stderr(&o));
+    let o = s.run(&["run", "--rm", "--add-host", "foo:bar", "bb", "true"]);
+    assert_eq!(code(&o), 125);
+    assert_eq!(
+        stderr(&o),
+        "Error: invalid argument \"foo:bar\" for \"--add-host\" flag: invalid IP address in add-host: \"bar\"\n"
+    );
+
+    // Labels are recorded; inspect shows them (and the hostname) under Config.
+    s.ok(&[
+        "create", "--name", "lab", "-l", "a=1", "--label", "b", "-h", "box", "bb",
+    ]);
+    let c = inspect(&s, "lab");
+    assert_eq!(
+        c["Config"]["Labels"],
+        serde_json::json!({"a": "1", "b": ""})
+    );
+    assert_eq!(c["Config"]["Hostname"], "box");
+
+    // --read-only: the root refuses writes; the mounted /etc files and volumes do not.
+    let o = s.run(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "-v",
+        "/data",
+        "bb",
+        "sh",
+        "-c",
+        "touch /x; echo rc=$?; echo 1 >> /etc/hosts && touch /data/y && echo writable",
+    ]);
+    assert_eq!(stdout(&o), "rc=1\nwritable\n", "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Groups as Docker: the primary group and the image's /etc/group memberships, plus
+    // --group-add (names looked up in the image, numbers as given).
+    assert_eq!(
+        s.ok(&["run", "--rm", "bb", "id"]),
+        "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", "-u", "app", "bb", "id"]),
+        "uid=1000(app) gid=1000(app) groups=10(wheel),29(audio),1000(app)\n"
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", "-u", "app:root", "bb", "id"]),
+        "uid=1000(app) gid=0(root) groups=0(root)\n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--group-add",
+            "77",
+            "--group-add",
+            "audio",
+            "bb",
+            "id"
+        ]),
+        "uid=0(root) gid=0(root) groups=0(root),10(wheel),29(audio),77\n"
+    );
+    let o = s.run(&["run", "--rm", "--group-add", "nogroup", "bb", "id"]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("nogroup"), "{}", stderr(&o));
+}
+
+#[test]
+fn stop_signal_and_stop_timeout() {
+    let s = store();
+    // The container traps TERM; --stop-signal USR1 is what stop sends instead.
+    s.ok(&[
+        "run", "-d", "--name", "sig", "--stop-signal", "USR1", "bb", "sh", "-c",
+        "trap 'echo got-usr1; exit 3' USR1; trap 'echo got-term; exit 4' TERM; while true; do sleep 0.1; done",
+    ]);
+    // Let the shell set its traps.
+    std::thread::sleep(Duration::from_millis(300));
+    s.ok(&["stop", "sig"]);
+    assert_eq!(s.ok(&["logs", "sig"]), "got-usr1\n");
+    assert_eq!(s.ok(&["wait", "sig"]), "3\n");
+    // --stop-timeout 1: a process ignoring SIGTERM is killed after 1 s, not 10.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "--stop-timeout",
+        "1",
+        "bb",
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    s.ok(&["stop", "stubborn"]);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(s.ok(&["wait", "stubborn"]), "137\n");
+    let o = s.run(&["run", "--stop-signal", "NOPE", "bb", "true"]);
+    assert_eq!(code(&o), 125);
+    assert_eq!(stderr(&o), "Error: Invalid signal: NOPE\n");
 }

@@ -12,6 +12,7 @@ use strata::engine::Engine;
 
 /// Create a new container (its writable layer on top of the image)
 #[derive(Args)]
+#[command(disable_help_flag = true)]
 pub struct CreateArgs {
     /// Assign a name to the container
     #[arg(long)]
@@ -320,7 +321,8 @@ pub fn container_json(engine: &Engine, c: &Container) -> serde_json::Value {
         "Mounts": c.config.mounts.iter().filter(|m| !m.tmpfs_flag).map(|m| m.docker_json()).collect::<Vec<_>>(),
         "HostConfig": super::volume::host_config(c),
         "Config": {"Image": c.image_ref, "Cmd": c.config.cmd, "Entrypoint": c.config.entrypoint, "Env": c.config.env,
-                   "WorkingDir": c.config.working_dir, "User": c.config.user, "Volumes": super::volume::config_volumes(c)},
+                   "WorkingDir": c.config.working_dir, "User": c.config.user, "Volumes": super::volume::config_volumes(c),
+                   "Hostname": strata::engine::run::hostname_of(c), "Labels": c.config.labels, "Tty": c.config.tty},
     })
 }
 

@@ -17,6 +17,7 @@ use strata::runtime::state::{RunState, Status};
 
 /// Create and run a new container from an image
 #[derive(Args)]
+#[command(disable_help_flag = true)]
 pub struct RunArgs {
     /// Run container in background and print container ID
     #[arg(short = 'd', long)]
@@ -48,13 +49,9 @@ pub struct StartArgs {
 #[derive(Args)]
 pub struct StopArgs {
     /// Seconds to wait before killing the container
-    #[arg(
-        short = 't',
-        long = "time",
-        visible_alias = "timeout",
-        default_value_t = 10
-    )]
-    time: u64,
+    /// (default: the container's --stop-timeout, else 10)
+    #[arg(short = 't', long = "time", visible_alias = "timeout")]
+    time: Option<u64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -73,13 +70,9 @@ pub struct KillArgs {
 #[derive(Args)]
 pub struct RestartArgs {
     /// Seconds to wait before killing the container
-    #[arg(
-        short = 't',
-        long = "time",
-        visible_alias = "timeout",
-        default_value_t = 10
-    )]
-    time: u64,
+    /// (default: the container's --stop-timeout, else 10)
+    #[arg(short = 't', long = "time", visible_alias = "timeout")]
+    time: Option<u64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -376,7 +369,7 @@ fn each(
 
 pub fn stop(cli: &Cli, a: &StopArgs) -> Result<i32> {
     each(cli, &a.containers, |e, c| {
-        er::stop(e, c, Duration::from_secs(a.time))
+        er::stop(e, c, a.time.map(Duration::from_secs))
     })
 }
 
@@ -387,7 +380,7 @@ pub fn kill(cli: &Cli, a: &KillArgs) -> Result<i32> {
 
 pub fn restart(cli: &Cli, a: &RestartArgs) -> Result<i32> {
     each(cli, &a.containers, |e, c| {
-        er::stop(e, c, Duration::from_secs(a.time))?;
+        er::stop(e, c, a.time.map(Duration::from_secs))?;
         let c = e.containers().get(&c.id)?;
         er::start(
             e,

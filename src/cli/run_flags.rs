@@ -18,6 +18,9 @@ use strata::runtime::spec::Network;
 /// Options of `create` and `run` that say how the container runs.
 #[derive(Args, Clone, Default)]
 pub struct RunOpts {
+    /// Print help (`-h` is --hostname here, as Docker's)
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// Set environment variables (KEY=VALUE, or KEY to pass this process's value)
     #[arg(short = 'e', long = "env")]
     env: Vec<String>,
@@ -60,6 +63,30 @@ pub struct RunOpts {
     /// Mount volumes from the specified container(s) (C[:ro|rw])
     #[arg(long = "volumes-from")]
     volumes_from: Vec<String>,
+    /// Container host name
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    env_file: Vec<std::path::PathBuf>,
+    /// Set meta data on a container (KEY=VALUE)
+    #[arg(short = 'l', long = "label")]
+    label: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long)]
+    read_only: bool,
+    /// Signal to stop the container
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long, allow_hyphen_values = true)]
+    stop_timeout: Option<i64>,
+    /// Add additional groups to join
+    #[arg(long = "group-add")]
+    group_add: Vec<String>,
     /// Pull image before running
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pull: PullPolicy,
@@ -83,7 +110,33 @@ impl RunOpts {
                 "runtime {r:?}: no such file (give the path of an OCI runtime binary such as /usr/sbin/runc)"
             );
         }
+        if let Some(sig) = &self.stop_signal {
+            strata::engine::run::parse_signal(sig)?;
+        }
+        for h in &self.add_host {
+            parse_extra_host(h)?;
+        }
+        let mut env = Vec::new();
+        for f in &self.env_file {
+            env.extend(read_env_file(f)?);
+        }
+        env.extend(self.env.iter().cloned());
+        let labels = self
+            .label
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l.clone(), String::new()),
+            })
+            .collect();
         Ok(RunConfig {
+            hostname: self.hostname.clone().unwrap_or_default(),
+            labels,
+            stop_signal: self.stop_signal.clone().unwrap_or_default(),
+            stop_timeout: self.stop_timeout,
+            extra_hosts: self.add_host.clone(),
+            readonly_rootfs: self.read_only,
+            group_add: self.group_add.clone(),
             cmd: cmd.to_vec(),
             entrypoint: self
                 .entrypoint
@@ -91,7 +144,7 @@ impl RunOpts {
                 .filter(|e| !e.is_empty())
                 .map(|e| vec![e.clone()])
                 .unwrap_or_default(),
-            env: self.env.clone(),
+            env,
             working_dir: self.workdir.clone().unwrap_or_default(),
             user: self.user.clone().unwrap_or_default(),
             tty: self.tty,
@@ -133,6 +186,53 @@ fn is_bind_spec(v: &str) -> bool {
         2 => parts[1].starts_with('/'),
         _ => true,
     }
+}
+
+/// `--add-host HOST:IP` (or Docker's newer `HOST=IP`); the IP may be IPv6 (`h:::1`).
+pub fn parse_extra_host(s: &str) -> Result<(String, String)> {
+    let (host, ip) = s
+        .split_once('=')
+        .or_else(|| s.split_once(':'))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid argument {s:?} for \"--add-host\" flag: bad format for add-host: {s:?}"
+            )
+        })?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
+        bail!(
+            "invalid argument {s:?} for \"--add-host\" flag: invalid IP address in add-host: {ip:?}"
+        );
+    }
+    Ok((host.to_string(), ip.to_string()))
+}
+
+/// Docker's env file: one `KEY=VALUE` a line (the value taken literally: no quotes, no
+/// expansion), `KEY` alone passes this process's value, `#` lines and blank lines skipped.
+fn read_env_file(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read(path).with_context(|| format!("open {}", path.display()))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| anyhow::anyhow!("env file {} is not valid UTF-8", path.display()))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name = line.split('=').next().unwrap_or("");
+        if name.is_empty() {
+            bail!("invalid environment variable: {line}");
+        }
+        if name.contains(char::is_whitespace) {
+            bail!("variable '{name}' contains whitespaces");
+        }
+        if line.contains('=') {
+            out.push(line.to_string());
+        } else if let Ok(v) = std::env::var(name) {
+            out.push(format!("{name}={v}"));
+        }
+    }
+    Ok(out)
 }
 
 /// `--pull`: when `create`/`run` fetch the image from its registry.

@@ -97,9 +97,13 @@ pub fn container_dir(root: &Path, c: &Container) -> ContainerDir {
     ContainerDir::new(root, &c.id)
 }
 
-/// Docker's default hostname: the short ID.
+/// `--hostname`, else Docker's default: the short ID.
 pub fn hostname_of(c: &Container) -> String {
-    c.id[..12].to_string()
+    if c.config.hostname.is_empty() {
+        c.id[..12].to_string()
+    } else {
+        c.config.hostname.clone()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -298,11 +302,17 @@ fn resolve_process(
                 c.config.user.clone()
             }
         });
-    let u: ExecUser =
-        user::resolve_user(rootfs, &user_spec).map_err(|e| RunError::StartFailed {
-            name: c.name.clone(),
-            msg: e.to_string(),
-        })?;
+    let user_err = |e: user::UserError| RunError::StartFailed {
+        name: c.name.clone(),
+        msg: e.to_string(),
+    };
+    let mut u: ExecUser = user::resolve_user(rootfs, &user_spec).map_err(user_err)?;
+    for g in &c.config.group_add {
+        let gid = user::group_id(rootfs, g).map_err(user_err)?;
+        if !u.additional_gids.contains(&gid) {
+            u.additional_gids.push(gid);
+        }
+    }
     let mut overrides = c.config.env.clone();
     overrides.extend(extra_env.iter().cloned());
     let env = spec::merge_env(&img.env, &overrides, &hostname_of(c), &u.home, terminal);
@@ -353,10 +363,21 @@ fn resolve_process(
     })
 }
 
-fn etc_files(dir: &ContainerDir, hostname: &str) -> Result<Vec<(String, PathBuf)>, RunError> {
-    let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
-    );
+fn etc_files(
+    dir: &ContainerDir,
+    hostname: &str,
+    extra_hosts: &[String],
+) -> Result<Vec<(String, PathBuf)>, RunError> {
+    let mut hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string();
+    // `--add-host` entries after the defaults, then the container's own name, as Docker
+    // writes them.
+    for h in extra_hosts {
+        if let Some((host, ip)) = h.split_once('=').or_else(|| h.split_once(':')) {
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            hosts.push_str(&format!("{ip}\t{host}\n"));
+        }
+    }
+    hosts.push_str(&format!("127.0.0.1\t{hostname}\n"));
     let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
     let files = [
         ("/etc/hosts", "hosts", hosts.into_bytes()),
@@ -482,7 +503,7 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
             process.cwd
         )))?;
         let hostname = hostname_of(c);
-        let files = etc_files(&dir, &hostname)?;
+        let files = etc_files(&dir, &hostname, &c.config.extra_hosts)?;
         let files: Vec<(String, &Path)> = files
             .iter()
             .map(|(d, p)| (d.clone(), p.as_path()))
@@ -501,6 +522,7 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
             network,
             etc_files: &files,
             extra_mounts: &extra,
+            readonly_rootfs: c.config.readonly_rootfs,
         });
         let bundle = dir.bundle();
         fs::create_dir_all(&bundle).map_err(io_err("creating the bundle"))?;
@@ -789,19 +811,21 @@ pub fn kill(engine: &Engine, c: &Container, sig: i32) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Docker's stop: the image's StopSignal (default SIGTERM), then SIGKILL after `timeout`.
+/// Docker's stop: the container's `--stop-signal`, else the image's StopSignal, else
+/// SIGTERM; then SIGKILL after `timeout` (None: the container's `--stop-timeout`, else 10 s).
 /// Stopping a container that does not run is not an error.
-pub fn stop(engine: &Engine, c: &Container, timeout: Duration) -> Result<(), RunError> {
+pub fn stop(engine: &Engine, c: &Container, timeout: Option<Duration>) -> Result<(), RunError> {
     let st = settled(engine, c)?;
     if st.status != Status::Running {
         return Ok(());
     }
     let dir = container_dir(&engine.root, c);
-    let sig = image_defaults(engine, c)
-        .ok()
-        .and_then(|i| i.stop_signal)
+    let sig = Some(c.config.stop_signal.clone())
+        .filter(|s| !s.is_empty())
+        .or_else(|| image_defaults(engine, c).ok().and_then(|i| i.stop_signal))
         .and_then(|s| parse_signal(&s).ok())
         .unwrap_or(libc::SIGTERM);
+    let timeout = timeout.unwrap_or_else(|| stop_timeout(c));
     signal_process(&st, sig);
     if !wait_monitor(&dir, Some(timeout)) {
         signal_process(&st, libc::SIGKILL);
@@ -809,6 +833,16 @@ pub fn stop(engine: &Engine, c: &Container, timeout: Duration) -> Result<(), Run
     }
     reconcile(engine, c)?;
     Ok(())
+}
+
+/// How long `stop` waits before SIGKILL when not told: `--stop-timeout`, else Docker's 10 s
+/// (a negative timeout waits for ever, as Docker's -1).
+pub fn stop_timeout(c: &Container) -> Duration {
+    match c.config.stop_timeout {
+        Some(t) if t < 0 => Duration::from_secs(100 * 365 * 86400),
+        Some(t) => Duration::from_secs(t as u64),
+        None => Duration::from_secs(10),
+    }
 }
 
 /// Block until the container is not running; its exit code.

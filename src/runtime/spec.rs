@@ -105,6 +105,8 @@ pub struct SpecInput<'a> {
     /// The container's volumes, binds and tmpfs mounts (`runtime::mounts::oci_mount`),
     /// parents first.
     pub extra_mounts: &'a [Value],
+    /// `--read-only`: the root filesystem mounted read-only (mounts on it stay writable).
+    pub readonly_rootfs: bool,
 }
 
 pub fn runtime_spec(i: &SpecInput) -> Value {
@@ -154,7 +156,7 @@ pub fn runtime_spec(i: &SpecInput) -> Value {
     json!({
         "ociVersion": "1.0.2",
         "process": process_json(i.process),
-        "root": {"path": i.rootfs, "readonly": false},
+        "root": {"path": i.rootfs, "readonly": i.readonly_rootfs},
         "hostname": i.hostname,
         "mounts": mounts,
         "linux": {
@@ -267,6 +269,7 @@ mod tests {
             network: Network::None,
             etc_files: &[("/etc/hosts".into(), hosts)],
             extra_mounts: &[],
+            readonly_rootfs: false,
         });
         let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
         let proc_ = spec.process().as_ref().unwrap();
