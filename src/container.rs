@@ -113,6 +113,27 @@ pub struct RunConfig {
     /// `HostConfig.GroupAdd` (`--group-add`), names or numbers as given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group_add: Vec<String>,
+    /// `HostConfig.Privileged`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// `HostConfig.CapAdd` / `CapDrop`, as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// `HostConfig.Memory` in bytes (0: no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory: i64,
+    /// `HostConfig.NanoCpus` (`--cpus` × 1e9; 0: no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nano_cpus: i64,
+    /// `HostConfig.PidsLimit` (None: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone)]

@@ -472,3 +472,161 @@ fn stop_signal_and_stop_timeout() {
     assert_eq!(code(&o), 125);
     assert_eq!(stderr(&o), "Error: Invalid signal: NOPE\n");
 }
+
+/// The effective capability mask of the container's process.
+fn cap_eff(s: &Store, args: &[&str]) -> String {
+    let mut a = vec!["run", "--rm"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["bb", "grep", "CapEff", "/proc/self/status"]);
+    let out = s.ok(&a);
+    out.split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn capabilities_and_privileged() {
+    let s = store();
+    // Docker's default set, bit for bit.
+    assert_eq!(cap_eff(&s, &[]), "00000000a80425fb");
+    // +NET_ADMIN (bit 12), -CHOWN (bit 0), names in any case, with or without CAP_.
+    assert_eq!(
+        cap_eff(&s, &["--cap-add", "net_admin", "--cap-drop", "CAP_CHOWN"]),
+        "00000000a80435fa"
+    );
+    assert_eq!(
+        cap_eff(&s, &["--cap-drop", "ALL", "--cap-add", "KILL"]),
+        "0000000000000020"
+    );
+    // --privileged: every capability this host has, /sys writable, no masked paths.
+    let host: String = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(cap_eff(&s, &["--privileged"]), host);
+    let sys = |args: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[
+            "bb",
+            "sh",
+            "-c",
+            "grep ' /sys ' /proc/mounts; grep -c ' /proc/' /proc/mounts; true",
+        ]);
+        s.ok(&a)
+    };
+    let plain = sys(&[]);
+    assert!(plain.contains(" ro,"), "{plain}");
+    let privileged = sys(&["--privileged"]);
+    assert!(privileged.contains(" rw,"), "{privileged}");
+    assert!(
+        privileged.lines().last().unwrap().parse::<u32>().unwrap()
+            < plain.lines().last().unwrap().parse::<u32>().unwrap(),
+        "masked and read-only /proc paths are not mounted: {plain} / {privileged}"
+    );
+    let o = s.run(&["run", "--rm", "--cap-add", "bogus", "bb", "true"]);
+    assert_eq!(code(&o), 125);
+    assert_eq!(stderr(&o), "Error: unknown capability: \"CAP_BOGUS\"\n");
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+}
+
+/// A cgroup v1 controller's directory for the container, or the v2 one; None when this host
+/// has no such controller.
+fn cgroup_file(id: &str, controller: &str, v1: &str) -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join("strata")
+        .join(id)
+        .join(v1);
+    p.exists().then_some(p)
+}
+
+#[test]
+fn memory_cpus_pids_limits() {
+    let s = store();
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "-m",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "20",
+        "bb",
+        "sleep",
+        "30",
+    ]);
+    let id = id.trim();
+    let read = |controller: &str, file: &str| {
+        cgroup_file(id, controller, file)
+            .map(|p| std::fs::read_to_string(p).unwrap().trim().to_string())
+    };
+    match read("memory", "memory.limit_in_bytes") {
+        Some(v) => assert_eq!(v, (64 << 20).to_string()),
+        None => println!("no cgroup v1 memory controller on this host: --memory not checked"),
+    }
+    match read("cpu", "cpu.cfs_quota_us") {
+        Some(v) => {
+            assert_eq!(v, "50000");
+            assert_eq!(read("cpu", "cpu.cfs_period_us").unwrap(), "100000");
+        }
+        None => println!("no cgroup v1 cpu controller on this host: --cpus not checked"),
+    }
+    let have_pids = match read("pids", "pids.max") {
+        Some(v) => {
+            assert_eq!(v, "20");
+            true
+        }
+        None => {
+            println!("no cgroup v1 pids controller on this host: --pids-limit not checked");
+            false
+        }
+    };
+    s.ok(&["rm", "-f", id]);
+    if have_pids {
+        // The limit bites: the sixth process cannot be forked.
+        let o = s.run(&[
+            "run",
+            "--rm",
+            "--pids-limit",
+            "5",
+            "bb",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait",
+        ]);
+        assert!(stderr(&o).contains("can't fork"), "{}", stderr(&o));
+    }
+    if read("memory", "memory.limit_in_bytes").is_some()
+        || std::path::Path::new("/sys/fs/cgroup/memory").exists()
+    {
+        // 60 MB through sort in a 10 MB container: the kernel's OOM killer ends it.
+        let o = s.run(&[
+            "run",
+            "--rm",
+            "-m",
+            "10m",
+            "bb",
+            "sh",
+            "-c",
+            "head -c 60000000 /dev/zero | sort >/dev/null",
+        ]);
+        assert_eq!(code(&o), 137, "{}", stderr(&o));
+    }
+    // Refused before anything is made, with Docker's words.
+    let o = s.run(&["run", "--rm", "-m", "1m", "bb", "true"]);
+    assert_eq!(code(&o), 125);
+    assert_eq!(stderr(&o), "Error: Minimum memory limit allowed is 6MB\n");
+    let o = s.run(&["run", "--rm", "--cpus", "1000", "bb", "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(
+        stderr(&o).starts_with("Error: Range of CPUs is from 0.01 to "),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.run(&["run", "--rm", "-m", "lots", "bb", "true"]);
+    assert_eq!(code(&o), 125);
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+}

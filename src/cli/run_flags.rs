@@ -87,6 +87,24 @@ pub struct RunOpts {
     /// Add additional groups to join
     #[arg(long = "group-add")]
     group_add: Vec<String>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    privileged: bool,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Memory limit
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
     /// Pull image before running
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pull: PullPolicy,
@@ -116,6 +134,34 @@ impl RunOpts {
         for h in &self.add_host {
             parse_extra_host(h)?;
         }
+        strata::runtime::limits::check_names(&self.cap_add)?;
+        strata::runtime::limits::check_names(&self.cap_drop)?;
+        let memory = match &self.memory {
+            None => 0,
+            Some(m) => {
+                let n = strata::runtime::limits::parse_bytes(m).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "invalid argument {m:?} for \"-m, --memory\" flag: invalid size"
+                    )
+                })?;
+                if n > 0 && n < 6 << 20 {
+                    bail!("Minimum memory limit allowed is 6MB");
+                }
+                n
+            }
+        };
+        let nano_cpus = match self.cpus {
+            None => 0,
+            Some(c) => {
+                let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+                if !(0.0..=n as f64).contains(&c) || (c > 0.0 && c < 0.01) {
+                    bail!(
+                        "Range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available"
+                    );
+                }
+                (c * 1e9).round() as i64
+            }
+        };
         let mut env = Vec::new();
         for f in &self.env_file {
             env.extend(read_env_file(f)?);
@@ -137,6 +183,12 @@ impl RunOpts {
             extra_hosts: self.add_host.clone(),
             readonly_rootfs: self.read_only,
             group_add: self.group_add.clone(),
+            privileged: self.privileged,
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            memory,
+            nano_cpus,
+            pids_limit: self.pids_limit.filter(|p| *p != 0),
             cmd: cmd.to_vec(),
             entrypoint: self
                 .entrypoint

@@ -352,6 +352,15 @@ fn resolve_process(
         name: c.name.clone(),
         source,
     })?;
+    let caps = crate::runtime::limits::capabilities(
+        &c.config.cap_add,
+        &c.config.cap_drop,
+        c.config.privileged,
+    )
+    .map_err(|e| RunError::StartFailed {
+        name: c.name.clone(),
+        msg: e.to_string(),
+    })?;
     Ok(ProcessSpec {
         args,
         env,
@@ -360,6 +369,7 @@ fn resolve_process(
         gid: u.gid,
         additional_gids: u.additional_gids,
         terminal,
+        caps,
     })
 }
 
@@ -523,6 +533,12 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
             etc_files: &files,
             extra_mounts: &extra,
             readonly_rootfs: c.config.readonly_rootfs,
+            privileged: c.config.privileged,
+            limits: crate::runtime::limits::Limits {
+                memory: c.config.memory,
+                nano_cpus: c.config.nano_cpus,
+                pids: c.config.pids_limit,
+            },
         });
         let bundle = dir.bundle();
         fs::create_dir_all(&bundle).map_err(io_err("creating the bundle"))?;

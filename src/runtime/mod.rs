@@ -6,6 +6,7 @@
 //! This module knows nothing of images or the metadata store; `engine::run` ties it to them.
 
 pub mod backend;
+pub mod limits;
 pub mod logs;
 pub mod monitor;
 pub mod mounts;
