@@ -130,6 +130,14 @@ pub struct RunConfig {
     /// `HostConfig.PidsLimit` (None: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<i64>,
+    /// `HostConfig.Init` (`--init`: tini as PID 1).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// `HostConfig.RestartPolicy` as given (`no`, `always`, `unless-stopped`,
+    /// `on-failure[:N]`; empty: no). Docker's JSON splits it into Name and
+    /// MaximumRetryCount (`engine::run::RestartPolicy`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub restart: String,
 }
 
 fn is_zero(n: &i64) -> bool {

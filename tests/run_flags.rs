@@ -630,3 +630,135 @@ fn memory_cpus_pids_limits() {
     assert_eq!(code(&o), 125);
     assert_eq!(s.ok(&["ps", "-aq"]), "");
 }
+
+fn state_json(s: &Store, name: &str) -> Value {
+    let id = inspect(s, name)["Id"].as_str().unwrap().to_string();
+    serde_json::from_slice(
+        &std::fs::read(s.root.join("containers").join(id).join("state.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn ps_status(s: &Store, name: &str, all: bool) -> Option<String> {
+    let mut a = vec!["ps", "--format", "json"];
+    if all {
+        a.push("-a");
+    }
+    s.ok(&a).lines().find_map(|l| {
+        let v: Value = serde_json::from_str(l).unwrap();
+        (v["Names"] == name).then(|| v["Status"].as_str().unwrap().to_string())
+    })
+}
+
+#[test]
+fn restart_policies_and_init() {
+    let s = store();
+    // on-failure:3 — the first run and three restarts, then Exited; RestartCount 3.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fail3",
+        "--restart",
+        "on-failure:3",
+        "bb",
+        "sh",
+        "-c",
+        "echo run; exit 2",
+    ]);
+    wait_until("four runs", || {
+        s.ok(&["logs", "fail3"]).lines().count() == 4
+            && state_json(&s, "fail3")["status"] == "exited"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.ok(&["logs", "fail3"]), "run\nrun\nrun\nrun\n");
+    let st = state_json(&s, "fail3");
+    assert_eq!(st["restart_count"], 3);
+    assert_eq!(st["exit_code"], 2);
+    assert!(
+        ps_status(&s, "fail3", true)
+            .unwrap()
+            .starts_with("Exited (2) ")
+    );
+    // on-failure does not restart a success.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fine",
+        "--restart",
+        "on-failure",
+        "bb",
+        "true",
+    ]);
+    wait_until("fine exits", || {
+        state_json(&s, "fine")["status"] == "exited"
+    });
+    assert_eq!(state_json(&s, "fine")["restart_count"], 0);
+
+    // always: restarted after every exit; `ps` (without -a) shows it Restarting between
+    // runs; `stop` ends it for good.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "loop",
+        "--restart",
+        "always",
+        "bb",
+        "sh",
+        "-c",
+        "echo x; sleep 0.2; exit 1",
+    ]);
+    let mut seen = false;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) && !seen {
+        if let Some(st) = ps_status(&s, "loop", false)
+            && st.starts_with("Restarting (1) ")
+        {
+            assert!(st.ends_with(" ago"), "{st}");
+            seen = true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(seen, "never saw Restarting in ps");
+    wait_until("a few restarts", || {
+        state_json(&s, "loop")["restart_count"].as_u64().unwrap() >= 2
+    });
+    s.ok(&["stop", "loop"]);
+    let n = state_json(&s, "loop")["restart_count"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(state_json(&s, "loop")["status"], "exited");
+    assert_eq!(
+        state_json(&s, "loop")["restart_count"].as_u64().unwrap(),
+        n,
+        "restarted after stop"
+    );
+    assert!(inspect(&s, "loop")["State"]["Restarting"] == false);
+    // A manual start counts from zero again, as Docker's.
+    s.ok(&["start", "fail3"]);
+    wait_until("fail3 again", || {
+        state_json(&s, "fail3")["status"] == "exited"
+            && state_json(&s, "fail3")["restart_count"] == 3
+    });
+
+    for bad in ["sometimes", "on-failure:x", "always:3"] {
+        let o = s.run(&["run", "--restart", bad, "bb", "true"]);
+        assert_eq!(code(&o), 125, "{bad}");
+    }
+    let o = s.run(&["run", "--rm", "--restart", "always", "bb", "true"]);
+    assert_eq!(
+        stderr(&o),
+        "Error: Conflicting options: --restart and --rm\n"
+    );
+
+    // --init: tini (Docker's docker-init) is PID 1 and passes the exit code on.
+    let out = s.ok(&["run", "--rm", "--init", "bb", "ps", "-o", "pid,args"]);
+    let first = out.lines().nth(1).unwrap();
+    assert!(
+        first.trim_start().starts_with("1 /sbin/docker-init -- ps"),
+        "{out}"
+    );
+    let o = s.run(&["run", "--rm", "--init", "bb", "sh", "-c", "exit 5"]);
+    assert_eq!(code(&o), 5);
+}

@@ -232,7 +232,7 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
     let engine = cli.engine()?;
     let list: Vec<Container> = strata::engine::run::refresh(&engine, engine.containers().list()?)
         .into_iter()
-        .filter(|c| a.all || c.state == "running")
+        .filter(|c| a.all || matches!(c.state.as_str(), "running" | "restarting"))
         .collect();
     let mut out = std::io::stdout().lock();
     let id_of = |c: &Container| {

@@ -519,6 +519,11 @@ pub fn status_text(root: &std::path::Path, c: &Container) -> String {
     };
     match (c.state.as_str(), st.status) {
         ("removing", _) => "Removal In Progress".into(),
+        (_, Status::Restarting) => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code,
+            since(&st.finished_at)
+        ),
         ("running", _) => format!("Up {}", since(&st.started_at)),
         ("exited", _) | (_, Status::Exited) => {
             format!("Exited ({}) {} ago", st.exit_code, since(&st.finished_at))
@@ -542,7 +547,7 @@ pub fn state_json(engine: &Engine, c: &Container) -> serde_json::Value {
         "Status": st.status.docker(),
         "Running": running,
         "Paused": false,
-        "Restarting": false,
+        "Restarting": st.status == Status::Restarting,
         "OOMKilled": false,
         "Dead": false,
         "Pid": if running { st.pid } else { 0 },

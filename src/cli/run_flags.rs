@@ -105,6 +105,12 @@ pub struct RunOpts {
     /// Tune container pids limit (set -1 for unlimited)
     #[arg(long, allow_hyphen_values = true)]
     pids_limit: Option<i64>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    init: bool,
+    /// Restart policy to apply when a container exits (no, on-failure[:N], always, unless-stopped)
+    #[arg(long, default_value = "no")]
+    restart: String,
     /// Pull image before running
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pull: PullPolicy,
@@ -133,6 +139,10 @@ impl RunOpts {
         }
         for h in &self.add_host {
             parse_extra_host(h)?;
+        }
+        strata::engine::run::RestartPolicy::parse(&self.restart).map_err(anyhow::Error::msg)?;
+        if self.rm && !matches!(self.restart.as_str(), "" | "no") {
+            bail!("Conflicting options: --restart and --rm");
         }
         strata::runtime::limits::check_names(&self.cap_add)?;
         strata::runtime::limits::check_names(&self.cap_drop)?;
@@ -189,6 +199,12 @@ impl RunOpts {
             memory,
             nano_cpus,
             pids_limit: self.pids_limit.filter(|p| *p != 0),
+            init: self.init,
+            restart: if self.restart == "no" {
+                String::new()
+            } else {
+                self.restart.clone()
+            },
             cmd: cmd.to_vec(),
             entrypoint: self
                 .entrypoint

@@ -171,8 +171,10 @@ fn finish_dead(
 pub fn reconcile(engine: &Engine, c: &Container) -> Result<RunState, RunError> {
     let dir = container_dir(&engine.root, c);
     let st = dir.read_state();
-    let claims_alive =
-        matches!(st.status, Status::Starting | Status::Running) || c.state == "running";
+    let claims_alive = matches!(
+        st.status,
+        Status::Starting | Status::Running | Status::Restarting
+    ) || c.state == "running";
     if !claims_alive {
         return Ok(st);
     }
@@ -181,7 +183,10 @@ pub fn reconcile(engine: &Engine, c: &Container) -> Result<RunState, RunError> {
         TryLock::Acquired(_lock) => {
             // Re-read under the lock: the monitor may have finished in between.
             let st = dir.read_state();
-            if matches!(st.status, Status::Starting | Status::Running) {
+            if matches!(
+                st.status,
+                Status::Starting | Status::Running | Status::Restarting
+            ) {
                 Ok(finish_dead(&engine.containers(), &dir, c, st))
             } else {
                 if c.state == "running" {
@@ -413,6 +418,19 @@ fn etc_files(
 // ---------------------------------------------------------------------------------------
 // start
 
+/// Where `--init` puts its init in the container, as Docker.
+const INIT_PATH: &str = "/sbin/docker-init";
+/// Static tini builds (a container's root may have no libc): Debian's tini package, then
+/// Docker's own copy.
+const INIT_BINARIES: &[&str] = &["/usr/bin/tini-static", "/usr/bin/docker-init"];
+
+fn init_binary() -> Option<PathBuf> {
+    INIT_BINARIES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
 /// How the CLI that starts the container stays connected to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attach {
@@ -471,7 +489,10 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
     };
     let store = engine.containers();
     let mut st = dir.read_state();
-    if matches!(st.status, Status::Starting | Status::Running) {
+    if matches!(
+        st.status,
+        Status::Starting | Status::Running | Status::Restarting
+    ) {
         st = finish_dead(&store, &dir, c, st);
     }
     let network = Network::parse(&c.config.network)
@@ -479,8 +500,10 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
     let img = image_defaults(engine, c)?;
     // Intent before action: a start killed from here on leaves `Starting` with the monitor
     // lock free, and whoever notices (`reconcile`) unmounts what this mounted.
+    let _ = fs::remove_file(dir.dir.join(STOP_MARK));
     let before = st.clone();
     st.status = Status::Starting;
+    st.restart_count = 0;
     st.rootfs_mounted = true;
     st.error = String::new();
     dir.write_state(&st)
@@ -512,6 +535,23 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
             "creating the working directory {}",
             process.cwd
         )))?;
+        let mut process = process;
+        let mut extra_init = Vec::new();
+        if c.config.init {
+            // Docker's --init: tini (docker-init) bind-mounted read-only and run as PID 1.
+            let tini = init_binary().ok_or_else(|| RunError::StartFailed {
+                name: c.name.clone(),
+                msg: format!(
+                    "--init: no static tini on this host ({}; install Debian's tini package)",
+                    INIT_BINARIES.join(", ")
+                ),
+            })?;
+            extra_init.push(serde_json::json!({"destination": INIT_PATH, "type": "bind",
+                "source": tini, "options": ["rbind", "ro", "rprivate"]}));
+            let mut argv = vec![INIT_PATH.to_string(), "--".to_string()];
+            argv.append(&mut process.args);
+            process.args = argv;
+        }
         let hostname = hostname_of(c);
         let files = etc_files(&dir, &hostname, &c.config.extra_hosts)?;
         let files: Vec<(String, &Path)> = files
@@ -524,6 +564,8 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
                     name: c.name.clone(),
                     msg: e.to_string(),
                 })?;
+        let mut extra = extra;
+        extra.extend(extra_init);
         let doc = spec::runtime_spec(&SpecInput {
             id: &c.id,
             hostname: &hostname,
@@ -696,31 +738,113 @@ pub fn monitor_main(root: &Path, driver_name: &str, args_json: &str) -> i32 {
         notify.send("error the container was removed");
         return 1;
     };
-    let result = monitor::run(&args, &dir, &mut notify, |_| {
-        let _ = store.set_state(&c.id, "running");
-    });
-    // Hold the store lock (shared) while changing records, as every strata process does.
-    let _store_lock = LockFile::shared(&root.join("locks/store")).ok();
-    match result {
-        Ok(code) => {
-            let st = dir.read_state();
-            record_exit(&store, &dir, &c, st, code, "");
-            notify.send(&format!("exit {code}"));
-            0
-        }
-        Err(e) => {
-            // Not started: back to Created (as Docker leaves a container whose start failed).
-            Backend::from_config(&args.runtime).delete(&dir);
-            let mut st = dir.read_state();
-            if st.rootfs_mounted {
-                let _ = store.unmount(&c, false);
-                st.rootfs_mounted = false;
+    let policy = RestartPolicy::parse(&c.config.restart).unwrap_or(RestartPolicy::No);
+    let mut restarts = 0u32;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let began = Instant::now();
+        let result = monitor::run(&args, &dir, &mut notify, |_| {
+            let _ = store.set_state(&c.id, "running");
+        });
+        // Hold the store lock (shared) while changing records, as every strata process does.
+        let _store_lock = LockFile::shared(&root.join("locks/store")).ok();
+        match result {
+            Ok(code) => {
+                let stopped = dir.dir.join(STOP_MARK).exists();
+                if !stopped && policy.restarts(code, restarts) {
+                    // Docker's restart manager: 100 ms, doubling, back to 100 ms after a run
+                    // of 10 s or more; `ps` says `Restarting (code) … ago` meanwhile.
+                    if began.elapsed() >= Duration::from_secs(10) {
+                        delay = Duration::from_millis(100);
+                    }
+                    restarts += 1;
+                    let mut st = dir.read_state();
+                    st.status = Status::Restarting;
+                    st.exit_code = code;
+                    st.finished_at = now_rfc3339();
+                    st.pid = 0;
+                    st.restart_count = restarts;
+                    let _ = dir.write_state(&st);
+                    notify.send(&format!("exit {code}"));
+                    drop(_store_lock);
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until && !dir.dir.join(STOP_MARK).exists() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                    if !dir.dir.join(STOP_MARK).exists() {
+                        continue;
+                    }
+                }
+                let st = dir.read_state();
+                record_exit(&store, &dir, &c, st, code, "");
+                notify.send(&format!("exit {code}"));
+                return 0;
             }
-            st.status = Status::Created;
-            st.error = e.to_string();
-            let _ = dir.write_state(&st);
-            notify.send(&format!("error {e}"));
-            1
+            Err(e) => {
+                // Not started: back to Created (as Docker leaves a container whose start failed).
+                Backend::from_config(&args.runtime).delete(&dir);
+                let mut st = dir.read_state();
+                if restarts > 0 {
+                    let code = st.exit_code;
+                    record_exit(&store, &dir, &c, st, code, &e.to_string());
+                    return 1;
+                }
+                if st.rootfs_mounted {
+                    let _ = store.unmount(&c, false);
+                    st.rootfs_mounted = false;
+                }
+                st.status = Status::Created;
+                st.error = e.to_string();
+                let _ = dir.write_state(&st);
+                notify.send(&format!("error {e}"));
+                return 1;
+            }
+        }
+    }
+}
+
+/// Docker's `--restart` policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    /// At most N restarts (None: no limit).
+    OnFailure(Option<u32>),
+}
+
+impl RestartPolicy {
+    /// `no`, `always`, `unless-stopped`, `on-failure[:N]` (empty: no).
+    pub fn parse(s: &str) -> Result<RestartPolicy, String> {
+        let (name, n) = match s.split_once(':') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s, None),
+        };
+        let p = match name {
+            "" | "no" => RestartPolicy::No,
+            "always" => RestartPolicy::Always,
+            "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" => RestartPolicy::OnFailure(match n {
+                None => None,
+                Some(v) => Some(v.parse().map_err(|_| format!("invalid restart policy format: maximum retry count must be an integer: {v:?}"))?),
+            }),
+            _ => return Err(format!("invalid restart policy {name}")),
+        };
+        if n.is_some() && !matches!(p, RestartPolicy::OnFailure(_)) {
+            return Err(format!(
+                "maximum retry count cannot be used with restart policy '{name}'"
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Whether a container that exited with `code` after `done` restarts goes again.
+    pub fn restarts(self, code: i32, done: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure(max) => code != 0 && max.is_none_or(|m| done < m),
         }
     }
 }
@@ -821,6 +945,9 @@ fn wait_monitor(dir: &ContainerDir, timeout: Option<Duration>) -> bool {
 /// Send a signal to the container's main process; it must be running.
 pub fn kill(engine: &Engine, c: &Container, sig: i32) -> Result<(), RunError> {
     let st = settled(engine, c)?;
+    if st.status == Status::Running {
+        mark_stopped(&container_dir(&engine.root, c));
+    }
     if st.status != Status::Running || !signal_process(&st, sig) {
         return Err(RunError::NotRunning(c.name.clone()));
     }
@@ -832,10 +959,17 @@ pub fn kill(engine: &Engine, c: &Container, sig: i32) -> Result<(), RunError> {
 /// Stopping a container that does not run is not an error.
 pub fn stop(engine: &Engine, c: &Container, timeout: Option<Duration>) -> Result<(), RunError> {
     let st = settled(engine, c)?;
+    let dir = container_dir(&engine.root, c);
+    if st.status == Status::Restarting {
+        mark_stopped(&dir);
+        wait_monitor(&dir, None);
+        reconcile(engine, c)?;
+        return Ok(());
+    }
     if st.status != Status::Running {
         return Ok(());
     }
-    let dir = container_dir(&engine.root, c);
+    mark_stopped(&dir);
     let sig = Some(c.config.stop_signal.clone())
         .filter(|s| !s.is_empty())
         .or_else(|| image_defaults(engine, c).ok().and_then(|i| i.stop_signal))
@@ -850,6 +984,14 @@ pub fn stop(engine: &Engine, c: &Container, timeout: Option<Duration>) -> Result
     reconcile(engine, c)?;
     Ok(())
 }
+
+/// The mark `stop`, `kill` and `rm -f` leave for the monitor: do not restart (Docker's
+/// HasBeenManuallyStopped). Removed by `start`.
+fn mark_stopped(dir: &ContainerDir) {
+    let _ = fs::write(dir.dir.join(STOP_MARK), b"");
+}
+
+const STOP_MARK: &str = "stop-requested";
 
 /// How long `stop` waits before SIGKILL when not told: `--stop-timeout`, else Docker's 10 s
 /// (a negative timeout waits for ever, as Docker's -1).
@@ -868,7 +1010,10 @@ pub fn wait(engine: &Engine, c: &Container) -> Result<i32, RunError> {
         return Ok(dir.read_state().exit_code);
     };
     let st = dir.read_state();
-    if matches!(st.status, Status::Starting | Status::Running) {
+    if matches!(
+        st.status,
+        Status::Starting | Status::Running | Status::Restarting
+    ) {
         return Ok(finish_dead(&engine.containers(), &dir, c, st).exit_code);
     }
     Ok(st.exit_code)
@@ -878,12 +1023,13 @@ pub fn wait(engine: &Engine, c: &Container) -> Result<i32, RunError> {
 /// allowed to finish) first.
 pub fn prepare_remove(engine: &Engine, c: &Container, force: bool) -> Result<(), RunError> {
     let st = settled(engine, c)?;
-    if st.status != Status::Running {
+    if !matches!(st.status, Status::Running | Status::Restarting) {
         return Ok(());
     }
     if !force {
         return Err(RunError::RemoveRunning(c.name.clone()));
     }
+    mark_stopped(&container_dir(&engine.root, c));
     signal_process(&st, libc::SIGKILL);
     wait_monitor(
         &container_dir(&engine.root, c),
