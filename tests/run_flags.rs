@@ -67,7 +67,6 @@ fn inspect(s: &Store, name: &str) -> Value {
     v[0].clone()
 }
 
-#[allow(dead_code)]
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -761,4 +760,39 @@ fn restart_policies_and_init() {
     );
     let o = s.run(&["run", "--rm", "--init", "bb", "sh", "-c", "exit 5"]);
     assert_eq!(code(&o), 5);
+}
+
+#[test]
+fn exec_detached() {
+    let s = store();
+    s.ok(&["run", "-d", "--name", "host", "bb", "sleep", "100"]);
+    let t = Instant::now();
+    let o = s.run(&[
+        "exec",
+        "-d",
+        "host",
+        "sh",
+        "-c",
+        "sleep 1; echo done > /tmp/marker",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "exec -d waited: {:?}",
+        t.elapsed()
+    );
+    assert_ne!(
+        code(&s.run(&["exec", "host", "cat", "/tmp/marker"])),
+        0,
+        "ran in the foreground"
+    );
+    wait_until("the detached process ran", || {
+        s.run(&["exec", "host", "cat", "/tmp/marker"])
+            .status
+            .success()
+    });
+    // A missing command is still reported (the lookup happens before the start).
+    assert_eq!(code(&s.run(&["exec", "-d", "host", "nosuch"])), 127);
+    s.ok(&["rm", "-f", "host"]);
 }

@@ -87,6 +87,9 @@ pub struct WaitArgs {
 /// Execute a command in a running container
 #[derive(Args)]
 pub struct ExecArgs {
+    /// Detached mode: run command in the background
+    #[arg(short = 'd', long)]
+    detach: bool,
     /// Keep STDIN open
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -424,10 +427,12 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    if let Some(code) = check_tty(a.tty, a.interactive) {
+    if !a.detach
+        && let Some(code) = check_tty(a.tty, a.interactive)
+    {
         return Ok(code);
     }
-    let _raw = RawTerminal::enable(a.tty && a.interactive);
+    let _raw = RawTerminal::enable(a.tty && a.interactive && !a.detach);
     match er::exec(
         &engine,
         &c,
@@ -438,6 +443,7 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
             user: a.user.as_deref(),
             interactive: a.interactive,
             tty: a.tty,
+            detach: a.detach,
         },
     ) {
         Ok(code) => Ok(code),

@@ -529,6 +529,7 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
                 user: None,
                 interactive: false,
                 tty: c.config.tty,
+                detach: false,
             },
         )?;
         user::mkdir_in_root(&rootfs, &process.cwd).map_err(io_err(format!(
@@ -1049,6 +1050,8 @@ pub struct ExecOpts<'a> {
     pub user: Option<&'a str>,
     pub interactive: bool,
     pub tty: bool,
+    /// `exec -d`: start it and return (exit code 0), nothing attached.
+    pub detach: bool,
 }
 
 /// Run a process in the running container with this process's stdio; its exit code.
@@ -1059,7 +1062,8 @@ pub fn exec(engine: &Engine, c: &Container, o: ExecOpts) -> Result<i32, RunError
     }
     let img = image_defaults(engine, c)?;
     let interactive = o.interactive;
-    let tty = o.tty;
+    let tty = o.tty && !o.detach;
+    let detach = o.detach;
     // The container's own view of its root, whatever mounts it has.
     let root = PathBuf::from(format!("/proc/{}/root", st.pid));
     let process = resolve_process(c, &img, &root, o)?;
@@ -1093,7 +1097,7 @@ pub fn exec(engine: &Engine, c: &Container, o: ExecOpts) -> Result<i32, RunError
         size: WinSize::of_caller(),
         stdin: interactive,
     });
-    let r = backend.exec(&dir, &path, stdin, terminal);
+    let r = backend.exec(&dir, &path, stdin, terminal, detach);
     drop(console);
     let _ = fs::remove_file(&path);
     r.map_err(rt_err(c))

@@ -204,13 +204,37 @@ impl Backend {
         process_json: &Path,
         stdin: Option<OwnedFd>,
         terminal: Option<ExecTerminal>,
+        detach: bool,
     ) -> Result<i32, RuntimeError> {
         let rt = dir.runtime_root();
+        let null = || -> Result<OwnedFd, RuntimeError> {
+            Ok(std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(RuntimeError::io("opening /dev/null"))?
+                .into())
+        };
         match self {
             Backend::Embedded => {
                 let mut b = ContainerBuilder::new(dir.id.clone(), SyscallType::default())
                     .with_root_path(&rt)
                     .map_err(backend_err("runtime root"))?;
+                if detach {
+                    // `exec -d`: nothing attached; the process is left running (its parent
+                    // gone, it is reaped by whoever adopts it).
+                    let pid = b
+                        .with_stdin(null()?)
+                        .with_stdout(null()?)
+                        .with_stderr(null()?)
+                        .as_tenant()
+                        .with_process(Some(process_json))
+                        .with_detach(false)
+                        .build()
+                        .map_err(backend_err("exec"))?;
+                    let _ = pid;
+                    return Ok(0);
+                }
                 if let Some(t) = &terminal {
                     b = b.with_console_socket(Some(t.console.path()));
                     if t.size.is_some() {
@@ -240,11 +264,14 @@ impl Backend {
             }
             Backend::External(bin) => {
                 let mut c = Command::new(bin);
-                c.arg("--root")
-                    .arg(&rt)
-                    .args(["exec", "--process"])
-                    .arg(process_json)
-                    .arg(&dir.id);
+                c.arg("--root").arg(&rt).arg("exec");
+                if detach {
+                    c.arg("--detach")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null());
+                }
+                c.arg("--process").arg(process_json).arg(&dir.id);
                 if let Some(fd) = stdin {
                     c.stdin(Stdio::from(fd));
                 }
