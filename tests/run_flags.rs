@@ -796,3 +796,48 @@ fn exec_detached() {
     assert_eq!(code(&s.run(&["exec", "-d", "host", "nosuch"])), 127);
     s.ok(&["rm", "-f", "host"]);
 }
+
+#[test]
+fn top_lists_the_container_processes() {
+    let s = store();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "bb",
+        "sh",
+        "-c",
+        "sleep 101 & sleep 102 & wait",
+    ]);
+    s.ok(&["run", "-d", "--name", "other", "bb", "sleep", "103"]);
+    wait_until("both sleeps", || {
+        s.ok(&["top", "busy"]).contains("sleep 102")
+    });
+    let out = s.ok(&["top", "busy"]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(out.contains("sleep 101") && out.contains("sh -c"), "{out}");
+    assert!(
+        !out.contains("sleep 103"),
+        "another container's process: {out}"
+    );
+    let out = s.ok(&["top", "busy", "-o", "pid,comm"]);
+    assert_eq!(
+        out.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["PID", "COMMAND"]
+    );
+    assert_eq!(out.lines().count(), 4, "{out}");
+    s.ok(&["rm", "-f", "busy", "other"]);
+    s.ok(&["create", "--name", "idle", "bb"]);
+    assert!(s.fails(&["top", "idle"]).contains("is not running"));
+}

@@ -418,3 +418,66 @@ pub fn follow_window_size(pid: i32) {
         }
     });
 }
+
+/// Display the running processes of a container
+#[derive(Args)]
+pub struct TopArgs {
+    container: String,
+    /// ps options (default: -ef, as Docker)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    ps_options: Vec<String>,
+}
+
+/// Docker's `top`: the host's `ps` (default `-ef`), rows kept for the processes in the
+/// container's cgroup (read from `cgroup.procs`, so every process of it counts, exec'd ones
+/// too).
+pub fn top(cli: &super::Cli, a: &TopArgs) -> Result<i32> {
+    let engine = cli.engine()?;
+    let c = engine.containers().get(&a.container)?;
+    let st = strata::engine::run::reconcile(&engine, &c)?;
+    if st.status != strata::runtime::state::Status::Running {
+        bail!("container {} is not running", c.name);
+    }
+    let rel = strata::runtime::spec::cgroup_path(&c.id);
+    let rel = rel.trim_start_matches('/');
+    let procs = ["pids", "memory", "cpu", "unified", ""]
+        .iter()
+        .map(|ctl| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(ctl)
+                .join(rel)
+                .join("cgroup.procs")
+        })
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .ok_or_else(|| anyhow::anyhow!("container {}: its cgroup is not readable", c.name))?;
+    let pids: Vec<&str> = procs.split_whitespace().collect();
+    let opts = if a.ps_options.is_empty() {
+        vec!["-ef".to_string()]
+    } else {
+        a.ps_options.clone()
+    };
+    let out = std::process::Command::new("ps")
+        .args(&opts)
+        .output()
+        .context("running ps")?;
+    if !out.status.success() {
+        bail!("ps: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("");
+    let pid_col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| anyhow::anyhow!("Couldn't find PID field in ps output"))?;
+    println!("{header}");
+    for l in lines {
+        if l.split_whitespace()
+            .nth(pid_col)
+            .is_some_and(|p| pids.contains(&p))
+        {
+            println!("{l}");
+        }
+    }
+    Ok(0)
+}
