@@ -3,7 +3,8 @@
 # and runc), and 100 containers `run -d IMAGE sleep 1000` (total time, disk of each writable
 # layer), medians via hyperfine. Image: a busybox-static rootfs made with `strata import`.
 # Store and work dir under $(bench/benchfs.sh), a journaled ext4.
-# Usage: bench/run.sh   (RUNS=30 N=100 STRATA=path/to/strata NO_BUILD=1 ROOT=dir)
+# Also `run --rm -t` against `run --rm` (ONLY_TTY=1 skips what follows it).
+# Usage: bench/run.sh   (RUNS=30 N=100 STRATA=path/to/strata NO_BUILD=1 ROOT=dir ONLY_TTY=1)
 set -eu
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-30}
@@ -50,6 +51,14 @@ if [ -x /usr/sbin/runc ]; then
   hyperfine -N -w 3 -r "$RUNS" --export-json "$work/rr.json" "$S run --rm --runtime /usr/sbin/runc bench/bb true" >/dev/null
   echo "  runc (--runtime)        median $(median_ms "$work/rr.json") ms"
 fi
+
+echo "== run --rm -t IMAGE true against run --rm IMAGE true (issue 10), $RUNS runs each"
+hyperfine -N -w 3 -r "$RUNS" --export-json "$work/t.json" \
+  "$S run --rm bench/bb true" "$S run --rm -t bench/bb true" >/dev/null
+plain=$(jq -r '.results[0].median * 1000 | . * 10 | round / 10' "$work/t.json")
+tty=$(jq -r '.results[1].median * 1000 | . * 10 | round / 10' "$work/t.json")
+echo "  without -t median $plain ms; with -t median $tty ms; ratio $(echo "scale=3; $tty / $plain" | bc)   (target <= 1.10)"
+[ -z "${ONLY_TTY:-}" ] || exit 0
 
 echo "== $N containers: run -d IMAGE sleep 1000"
 t0=$(date +%s.%N)

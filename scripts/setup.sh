@@ -3,7 +3,7 @@
 # Idempotent: skips packages already present. Waits for another apt holder rather than failing.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
-PKGS="btrfs-progs docker.io containerd busybox-static debootstrap skopeo umoci docker-registry jq zstd pigz hyperfine apache2-utils openssl runc"
+PKGS="btrfs-progs docker.io containerd busybox-static debootstrap skopeo umoci docker-registry jq zstd pigz hyperfine apache2-utils openssl runc bsdutils tini"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

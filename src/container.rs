@@ -99,6 +99,57 @@ pub struct RunConfig {
     /// `--storage-opt KEY=VALUE`, as given (Docker's `HostConfig.StorageOpt`); only `size`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub storage_opt: Vec<String>,
+    // Docker's Config and HostConfig fields, named as Docker names them (issue 10).
+    /// `Config.Hostname` (`-h`); empty: the short ID.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// `Config.Labels` (`-l`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `Config.StopSignal` (`--stop-signal`); empty: the image's, else SIGTERM.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stop_signal: String,
+    /// `Config.StopTimeout` in seconds (`--stop-timeout`); None: 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<i64>,
+    /// `HostConfig.ExtraHosts` (`--add-host host:ip`), as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// `HostConfig.ReadonlyRootfs` (`--read-only`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly_rootfs: bool,
+    /// `HostConfig.GroupAdd` (`--group-add`), names or numbers as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
+    /// `HostConfig.Privileged`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// `HostConfig.CapAdd` / `CapDrop`, as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// `HostConfig.Memory` in bytes (0: no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory: i64,
+    /// `HostConfig.NanoCpus` (`--cpus` × 1e9; 0: no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nano_cpus: i64,
+    /// `HostConfig.PidsLimit` (None: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+    /// `HostConfig.Init` (`--init`: tini as PID 1).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// `HostConfig.RestartPolicy` as given (`no`, `always`, `unless-stopped`,
+    /// `on-failure[:N]`; empty: no). Docker's JSON splits it into Name and
+    /// MaximumRetryCount (`engine::run::RestartPolicy`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub restart: String,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The writable-layer size limit `--storage-opt` asks for (None: no limit). Docker's keys and

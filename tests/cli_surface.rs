@@ -857,7 +857,6 @@ fn a_docker_cli_script_runs_unchanged() {
 }
 
 #[test]
-#[ignore = "needs --format templates and --filter (branch format); run after merging it"]
 fn a_docker_cli_script_with_templates_runs_unchanged() {
     compare_script(TEMPLATE_SCRIPT);
 }

@@ -390,7 +390,7 @@ fn missing_image_and_bad_input_are_one_line_errors() {
     let s = Store::new("vfs");
     let err = s.fails(&["history", "nope"]);
     assert_eq!(err.trim(), "Error: No such image: nope");
-    let err = s.fails(&["create", "nope:1"]);
+    let err = s.fails(&["create", "--pull", "never", "nope:1"]);
     assert!(err.contains("No such image: nope:1"), "{err}");
     let err = s.fails(&["tag", "nope", "x"]);
     assert!(err.contains("No such image"), "{err}");

@@ -181,7 +181,7 @@ fn missing_or_unrunnable_command_is_127_or_126() {
 #[test]
 fn bad_input_is_one_line_and_nonzero() {
     let s = store("overlay");
-    let err = s.fails(&["run", "nosuch/image"]);
+    let err = s.fails(&["run", "--pull", "never", "nosuch/image"]);
     assert_eq!(err.lines().count(), 1, "{err}");
     let err = s.fails(&["start", "ghost"]);
     assert!(err.contains("No such container: ghost"), "{err}");
@@ -222,7 +222,11 @@ fn image_config_env_workdir_user_applied() {
         "-c",
         "echo $A $FOO $PATH $HOME; pwd; id",
     ]);
-    assert_eq!(out, "1 over /bin /root\n/\nuid=0(root) gid=0(root)\n");
+    // Groups as Docker's: the primary group always, and the memberships.
+    assert_eq!(
+        out,
+        "1 over /bin /root\n/\nuid=0(root) gid=0(root) groups=0(root)\n"
+    );
     let out = s.ok(&[
         "run",
         "-w",
@@ -236,10 +240,10 @@ fn image_config_env_workdir_user_applied() {
     ]);
     assert_eq!(
         out,
-        "/new/dir\nuid=1000(app) gid=1000(app) groups=10(wheel)\n/home/app\n"
+        "/new/dir\nuid=1000(app) gid=1000(app) groups=10(wheel),1000(app)\n/home/app\n"
     );
     let out = s.ok(&["run", "-u", "4242:7", "bb", "id"]);
-    assert_eq!(out, "uid=4242 gid=7\n");
+    assert_eq!(out, "uid=4242 gid=7 groups=7\n");
     let err = s.fails(&["run", "-u", "nobody-here", "bb", "id"]);
     assert!(err.contains("unable to find user nobody-here"), "{err}");
     // --entrypoint replaces the image's, CMD becomes its arguments.

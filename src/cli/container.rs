@@ -12,12 +12,13 @@ use strata::engine::Engine;
 
 /// Create a new container (its writable layer on top of the image)
 #[derive(Args)]
+#[command(disable_help_flag = true)]
 pub struct CreateArgs {
     /// Assign a name to the container
     #[arg(long)]
     name: Option<String>,
     #[command(flatten)]
-    run: super::run::RunOpts,
+    run: super::run_flags::RunOpts,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
@@ -166,12 +167,9 @@ pub fn port(cli: &Cli, a: &PortArgs) -> Result<i32> {
 
 pub fn create(cli: &Cli, a: &CreateArgs) -> Result<i32> {
     let engine = cli.engine()?;
-    let c = create_container(
-        &engine,
-        a.name.as_deref(),
-        &a.image,
-        a.run.to_config(&a.cmd)?,
-    )?;
+    let config = a.run.to_config(&a.cmd)?;
+    a.run.ensure_image(&engine, &a.image)?;
+    let c = create_container(&engine, a.name.as_deref(), &a.image, config)?;
     println!("{}", c.id);
     Ok(0)
 }

@@ -160,6 +160,45 @@ pub fn container_doc(engine: &Engine, c: &Container, sizes: bool) -> Value {
         c.config.network.as_str()
     };
     host.set("NetworkMode", Value::str(network));
+    // What `run`/`create` flags set (src/cli/run_flags.rs), under Docker's HostConfig names.
+    let cc = &c.config;
+    let list_or_null = |l: &Vec<String>| {
+        if l.is_empty() {
+            Value::Null
+        } else {
+            l.clone().into()
+        }
+    };
+    host.set("ExtraHosts", list_or_null(&cc.extra_hosts));
+    host.set("GroupAdd", list_or_null(&cc.group_add));
+    host.set("CapAdd", list_or_null(&cc.cap_add));
+    host.set("CapDrop", list_or_null(&cc.cap_drop));
+    host.set("Privileged", Value::Bool(cc.privileged));
+    host.set("ReadonlyRootfs", Value::Bool(cc.readonly_rootfs));
+    host.set("Memory", Value::from(cc.memory));
+    if cc.memory > 0 {
+        host.set("MemorySwap", Value::from(cc.memory * 2));
+    }
+    host.set("NanoCpus", Value::from(cc.nano_cpus));
+    host.set("PidsLimit", cc.pids_limit.map_or(Value::Null, Value::from));
+    if cc.init {
+        host.set("Init", Value::Bool(true));
+    }
+    let (policy, retries) = match strata::engine::run::RestartPolicy::parse(&cc.restart) {
+        Ok(strata::engine::run::RestartPolicy::Always) => ("always", 0),
+        Ok(strata::engine::run::RestartPolicy::UnlessStopped) => ("unless-stopped", 0),
+        Ok(strata::engine::run::RestartPolicy::OnFailure(n)) => {
+            ("on-failure", i64::from(n.unwrap_or(0)))
+        }
+        _ => ("no", 0),
+    };
+    host.set(
+        "RestartPolicy",
+        Value::obj([
+            ("Name", Value::str(policy)),
+            ("MaximumRetryCount", Value::from(retries)),
+        ]),
+    );
     if !c.config.runtime.is_empty() {
         host.set("Runtime", Value::Str(c.config.runtime.clone()));
     }
@@ -180,13 +219,19 @@ pub fn container_doc(engine: &Engine, c: &Container, sizes: bool) -> Value {
         ]),
     );
     let image_cfg = image_cfg.and_then(|cfg| cfg.config);
-    let labels: Vec<(String, Value)> = match image_cfg.as_ref().and_then(|c| c.get("Labels")) {
+    let mut labels: Vec<(String, Value)> = match image_cfg.as_ref().and_then(|c| c.get("Labels")) {
         Some(serde_json::Value::Object(m)) => m
             .iter()
             .map(|(k, v)| (k.clone(), Value::str(v.as_str().unwrap_or_default())))
             .collect(),
         _ => Vec::new(),
     };
+    // `-l/--label` over the image's labels, as Docker merges them.
+    for (k, v) in &c.config.labels {
+        labels.retain(|(l, _)| l != k);
+        labels.push((k.clone(), Value::Str(v.clone())));
+    }
+    labels.sort_by(|a, b| a.0.cmp(&b.0));
     let mut config = config_doc(image_cfg.as_ref());
     config.set("Hostname", Value::Str(strata::engine::run::hostname_of(c)));
     config.set("Tty", Value::Bool(c.config.tty));
@@ -221,6 +266,12 @@ pub fn container_doc(engine: &Engine, c: &Container, sizes: bool) -> Value {
         config.set("User", Value::Str(c.config.user.clone()));
     }
     config.set("Labels", Value::Map(labels));
+    if !c.config.stop_signal.is_empty() {
+        config.set("StopSignal", Value::Str(c.config.stop_signal.clone()));
+    }
+    if let Some(t) = c.config.stop_timeout {
+        config.set("StopTimeout", Value::from(t));
+    }
     let mut net = template(NETWORK_SETTINGS);
     net.set(
         "Networks",

@@ -11,6 +11,7 @@ mod inspect;
 mod ps;
 mod registry;
 mod run;
+mod run_flags;
 mod system;
 mod template;
 mod timearg;
@@ -86,6 +87,7 @@ enum Command {
     Wait(run::WaitArgs),
     Exec(run::ExecArgs),
     Logs(run::LogsArgs),
+    Top(run_flags::TopArgs),
     #[command(name = "__monitor", hide = true)]
     Monitor(run::MonitorCmdArgs),
     Pull(registry::PullArgs),
@@ -171,6 +173,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Wait(a) => run::wait(cli, a),
         Command::Exec(a) => run::exec(cli, a),
         Command::Logs(a) => run::logs(cli, a),
+        Command::Top(a) => run_flags::top(cli, a),
         Command::Monitor(a) => run::monitor(cli, a),
         Command::Pull(a) => registry::pull(cli, a),
         Command::Push(a) => registry::push(cli, a),

@@ -150,6 +150,8 @@ pub(super) fn labels_of(c: &Container, engine: &Engine) -> BTreeMap<String, Stri
             labels.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
         }
     }
+    // `-l/--label` of run/create over the image's.
+    labels.extend(c.config.labels.clone());
     labels
 }
 
@@ -282,7 +284,9 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<i32> {
     let show_all = a.all || last.is_some() || filters.has("status") || filters.has("exited");
     let mut list = Vec::new();
     for c in &every {
-        if (show_all || c.state == "running") && keep(&engine, &filters, &every, c)? {
+        if (show_all || matches!(c.state.as_str(), "running" | "restarting"))
+            && keep(&engine, &filters, &every, c)?
+        {
             list.push(c.clone());
         }
     }

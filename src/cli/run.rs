@@ -8,137 +8,16 @@ use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
-use strata::container::{Container, RunConfig};
+use strata::container::Container;
 use strata::engine::Engine;
 use strata::engine::run::{self as er, Attach, ExecOpts, RunError};
-use strata::runtime::logs::{self, Follower, LogOpts};
-use strata::runtime::spec::Network;
+use strata::runtime::logs::{self, Follower};
+use strata::runtime::pty::WinSize;
 use strata::runtime::state::{RunState, Status};
-
-/// Options of `create` and `run` that say how the container runs.
-#[derive(Args, Clone, Default)]
-pub struct RunOpts {
-    /// Set environment variables (KEY=VALUE, or KEY to pass this process's value)
-    #[arg(short = 'e', long = "env")]
-    env: Vec<String>,
-    /// Working directory inside the container
-    #[arg(short = 'w', long = "workdir")]
-    workdir: Option<String>,
-    /// Username or UID (format: <name|uid>[:<group|gid>])
-    #[arg(short = 'u', long = "user")]
-    user: Option<String>,
-    /// Overwrite the default ENTRYPOINT of the image
-    #[arg(long)]
-    entrypoint: Option<String>,
-    /// Keep STDIN open even if not attached
-    #[arg(short = 'i', long)]
-    interactive: bool,
-    /// Allocate a pseudo-TTY
-    #[arg(short = 't', long)]
-    tty: bool,
-    /// Network: host (default; this machine has no bridge, Docker's default would be one) or none
-    #[arg(long, default_value = "host")]
-    network: String,
-    /// json-file log options: max-size=SIZE, max-file=N
-    #[arg(long = "log-opt")]
-    log_opt: Vec<String>,
-    /// Automatically remove the container when it exits
-    #[arg(long)]
-    rm: bool,
-    /// An external OCI runtime binary (e.g. /usr/sbin/runc); default: the embedded one
-    #[arg(long)]
-    runtime: Option<String>,
-    /// Bind mount a volume (NAME:DEST[:MODE], /HOST:DEST[:MODE], or DEST for an anonymous one)
-    #[arg(short = 'v', long = "volume")]
-    volume: Vec<String>,
-    /// Attach a filesystem mount (type=volume|bind|tmpfs,src=…,dst=…[,readonly][,volume-nocopy][,tmpfs-size=…])
-    #[arg(long = "mount")]
-    mount: Vec<String>,
-    /// Mount a tmpfs directory (PATH[:OPTIONS])
-    #[arg(long = "tmpfs")]
-    tmpfs: Vec<String>,
-    /// Mount volumes from the specified container(s) (C[:ro|rw])
-    #[arg(long = "volumes-from")]
-    volumes_from: Vec<String>,
-    /// Storage driver options for the container: size=SIZE limits its writable layer (btrfs)
-    #[arg(long = "storage-opt")]
-    storage_opt: Vec<String>,
-}
-
-impl RunOpts {
-    /// The container's run config from these options and the command line after the image.
-    pub fn to_config(&self, cmd: &[String]) -> Result<RunConfig> {
-        if Network::parse(&self.network).is_none() {
-            bail!(
-                "invalid network mode {:?}: choose host or none (there is no bridge network here)",
-                self.network
-            );
-        }
-        LogOpts::parse(&self.log_opt)?;
-        strata::container::storage_size_limit(&self.storage_opt)?;
-        if let Some(r) = &self.runtime
-            && !r.is_empty()
-            && !std::path::Path::new(r).is_file()
-        {
-            bail!(
-                "runtime {r:?}: no such file (give the path of an OCI runtime binary such as /usr/sbin/runc)"
-            );
-        }
-        Ok(RunConfig {
-            cmd: cmd.to_vec(),
-            entrypoint: self
-                .entrypoint
-                .as_ref()
-                .filter(|e| !e.is_empty())
-                .map(|e| vec![e.clone()])
-                .unwrap_or_default(),
-            env: self.env.clone(),
-            working_dir: self.workdir.clone().unwrap_or_default(),
-            user: self.user.clone().unwrap_or_default(),
-            tty: self.tty,
-            open_stdin: self.interactive,
-            network: if self.network == "host" {
-                String::new()
-            } else {
-                self.network.clone()
-            },
-            log_opts: self.log_opt.clone(),
-            auto_remove: self.rm,
-            runtime: self.runtime.clone().unwrap_or_default(),
-            binds: self
-                .volume
-                .iter()
-                .filter(|v| is_bind_spec(v))
-                .cloned()
-                .collect(),
-            volumes: self
-                .volume
-                .iter()
-                .filter(|v| !is_bind_spec(v))
-                .cloned()
-                .collect(),
-            mount_args: self.mount.clone(),
-            tmpfs: self.tmpfs.clone(),
-            volumes_from: self.volumes_from.clone(),
-            mounts: Vec::new(),
-            storage_opt: self.storage_opt.clone(),
-        })
-    }
-}
-
-/// `-v SRC:DEST[:MODE]` (a bind or named volume: Docker's `HostConfig.Binds`) rather than
-/// `-v DEST[:MODE]` (an anonymous volume: `Config.Volumes`).
-fn is_bind_spec(v: &str) -> bool {
-    let parts: Vec<&str> = v.split(':').collect();
-    match parts.len() {
-        1 => false,
-        2 => parts[1].starts_with('/'),
-        _ => true,
-    }
-}
 
 /// Create and run a new container from an image
 #[derive(Args)]
+#[command(disable_help_flag = true)]
 pub struct RunArgs {
     /// Run container in background and print container ID
     #[arg(short = 'd', long)]
@@ -147,7 +26,7 @@ pub struct RunArgs {
     #[arg(long)]
     name: Option<String>,
     #[command(flatten)]
-    opts: RunOpts,
+    opts: super::run_flags::RunOpts,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
@@ -170,13 +49,9 @@ pub struct StartArgs {
 #[derive(Args)]
 pub struct StopArgs {
     /// Seconds to wait before killing the container
-    #[arg(
-        short = 't',
-        long = "time",
-        visible_alias = "timeout",
-        default_value_t = 10
-    )]
-    time: u64,
+    /// (default: the container's --stop-timeout, else 10)
+    #[arg(short = 't', long = "time", visible_alias = "timeout")]
+    time: Option<u64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -195,13 +70,9 @@ pub struct KillArgs {
 #[derive(Args)]
 pub struct RestartArgs {
     /// Seconds to wait before killing the container
-    #[arg(
-        short = 't',
-        long = "time",
-        visible_alias = "timeout",
-        default_value_t = 10
-    )]
-    time: u64,
+    /// (default: the container's --stop-timeout, else 10)
+    #[arg(short = 't', long = "time", visible_alias = "timeout")]
+    time: Option<u64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -216,6 +87,9 @@ pub struct WaitArgs {
 /// Execute a command in a running container
 #[derive(Args)]
 pub struct ExecArgs {
+    /// Detached mode: run command in the background
+    #[arg(short = 'd', long)]
+    detach: bool,
     /// Keep STDIN open
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -329,8 +203,20 @@ impl Drop for RawTerminal {
     }
 }
 
+/// Docker's refusal of `-it` when stdin is not a terminal (exit 1, before anything is made).
+fn check_tty(tty: bool, stdin: bool) -> Option<i32> {
+    if tty && stdin && !std::io::stdin().is_terminal() {
+        eprintln!("the input device is not a TTY");
+        return Some(1);
+    }
+    None
+}
+
 /// Start attached: wait for the exit, return its code.
 fn attached(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
+    if let Some(code) = check_tty(c.config.tty, stdin) {
+        return Ok(code);
+    }
     let _raw = RawTerminal::enable(c.config.tty && stdin);
     let started = match er::start(
         engine,
@@ -338,12 +224,20 @@ fn attached(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
         Attach {
             output: true,
             stdin,
+            size: if c.config.tty {
+                WinSize::of_caller()
+            } else {
+                None
+            },
         },
     ) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
     proxy_signals(started.pid);
+    if c.config.tty {
+        super::run_flags::follow_window_size(started.pid);
+    }
     match started.wait_exit() {
         Some(code) => Ok(code),
         None => {
@@ -356,6 +250,11 @@ fn attached(engine: &Engine, c: &Container, stdin: bool) -> Result<i32> {
 }
 
 pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
+    if !a.detach
+        && let Some(code) = check_tty(a.opts.tty, a.opts.interactive)
+    {
+        return Ok(code);
+    }
     // Docker's `run` reports every failure of its own with 125.
     let engine = match cli.engine() {
         Ok(e) => e,
@@ -371,6 +270,10 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
             return Ok(125);
         }
     };
+    if let Err(e) = a.opts.ensure_image(&engine, &a.image) {
+        eprintln!("Error: {}", super::one_line(&e));
+        return Ok(125);
+    }
     let c = match super::container::create_container(&engine, a.name.as_deref(), &a.image, config) {
         Ok(c) => c,
         Err(e) => {
@@ -385,6 +288,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
             Attach {
                 output: false,
                 stdin: false,
+                size: None,
             },
         ) {
             Ok(_) => {
@@ -441,6 +345,7 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<i32> {
             Attach {
                 output: false,
                 stdin: false,
+                size: None,
             },
         ) {
             Ok(_) => println!("{name}"),
@@ -485,7 +390,7 @@ fn each(
 
 pub fn stop(cli: &Cli, a: &StopArgs) -> Result<i32> {
     each(cli, &a.containers, |e, c| {
-        er::stop(e, c, Duration::from_secs(a.time))
+        er::stop(e, c, a.time.map(Duration::from_secs))
     })
 }
 
@@ -496,7 +401,7 @@ pub fn kill(cli: &Cli, a: &KillArgs) -> Result<i32> {
 
 pub fn restart(cli: &Cli, a: &RestartArgs) -> Result<i32> {
     each(cli, &a.containers, |e, c| {
-        er::stop(e, c, Duration::from_secs(a.time))?;
+        er::stop(e, c, a.time.map(Duration::from_secs))?;
         let c = e.containers().get(&c.id)?;
         er::start(
             e,
@@ -504,6 +409,7 @@ pub fn restart(cli: &Cli, a: &RestartArgs) -> Result<i32> {
             Attach {
                 output: false,
                 stdin: false,
+                size: None,
             },
         )
         .map(|_| ())
@@ -539,7 +445,12 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    let _raw = RawTerminal::enable(a.tty && a.interactive);
+    if !a.detach
+        && let Some(code) = check_tty(a.tty, a.interactive)
+    {
+        return Ok(code);
+    }
+    let _raw = RawTerminal::enable(a.tty && a.interactive && !a.detach);
     match er::exec(
         &engine,
         &c,
@@ -550,6 +461,7 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
             user: a.user.as_deref(),
             interactive: a.interactive,
             tty: a.tty,
+            detach: a.detach,
         },
     ) {
         Ok(code) => Ok(code),
@@ -661,6 +573,11 @@ pub fn status_text(root: &std::path::Path, c: &Container) -> String {
     };
     match (c.state.as_str(), st.status) {
         ("removing", _) => "Removal In Progress".into(),
+        (_, Status::Restarting) => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code,
+            since(&st.finished_at)
+        ),
         ("running", _) => format!("Up {}", since(&st.started_at)),
         ("exited", _) | (_, Status::Exited) => {
             format!("Exited ({}) {} ago", st.exit_code, since(&st.finished_at))
@@ -684,7 +601,7 @@ pub fn state_json(engine: &Engine, c: &Container) -> serde_json::Value {
         "Status": st.status.docker(),
         "Running": running,
         "Paused": false,
-        "Restarting": false,
+        "Restarting": st.status == Status::Restarting,
         "OOMKilled": false,
         "Dead": false,
         "Pid": if running { st.pid } else { 0 },

@@ -17,8 +17,9 @@ use crate::image::ImageError;
 use crate::lock::LockFile;
 use crate::meta::Meta;
 use crate::runtime::RuntimeError;
-use crate::runtime::backend::Backend;
+use crate::runtime::backend::{Backend, ExecTerminal};
 use crate::runtime::monitor::{self, LOCK_FD, MonitorArgs, NOTIFY_FD, Notifier, StdinMode};
+use crate::runtime::pty::{ConsoleSocket, WinSize};
 use crate::runtime::spec::{self, Network, ProcessSpec, SpecInput};
 use crate::runtime::state::{
     ContainerDir, MonitorLock, RunState, Status, TryLock, now_rfc3339, same_process,
@@ -96,9 +97,13 @@ pub fn container_dir(root: &Path, c: &Container) -> ContainerDir {
     ContainerDir::new(root, &c.id)
 }
 
-/// Docker's default hostname: the short ID.
+/// `--hostname`, else Docker's default: the short ID.
 pub fn hostname_of(c: &Container) -> String {
-    c.id[..12].to_string()
+    if c.config.hostname.is_empty() {
+        c.id[..12].to_string()
+    } else {
+        c.config.hostname.clone()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -166,8 +171,10 @@ fn finish_dead(
 pub fn reconcile(engine: &Engine, c: &Container) -> Result<RunState, RunError> {
     let dir = container_dir(&engine.root, c);
     let st = dir.read_state();
-    let claims_alive =
-        matches!(st.status, Status::Starting | Status::Running) || c.state == "running";
+    let claims_alive = matches!(
+        st.status,
+        Status::Starting | Status::Running | Status::Restarting
+    ) || c.state == "running";
     if !claims_alive {
         return Ok(st);
     }
@@ -176,7 +183,10 @@ pub fn reconcile(engine: &Engine, c: &Container) -> Result<RunState, RunError> {
         TryLock::Acquired(_lock) => {
             // Re-read under the lock: the monitor may have finished in between.
             let st = dir.read_state();
-            if matches!(st.status, Status::Starting | Status::Running) {
+            if matches!(
+                st.status,
+                Status::Starting | Status::Running | Status::Restarting
+            ) {
                 Ok(finish_dead(&engine.containers(), &dir, c, st))
             } else {
                 if c.state == "running" {
@@ -297,14 +307,20 @@ fn resolve_process(
                 c.config.user.clone()
             }
         });
-    let u: ExecUser =
-        user::resolve_user(rootfs, &user_spec).map_err(|e| RunError::StartFailed {
-            name: c.name.clone(),
-            msg: e.to_string(),
-        })?;
+    let user_err = |e: user::UserError| RunError::StartFailed {
+        name: c.name.clone(),
+        msg: e.to_string(),
+    };
+    let mut u: ExecUser = user::resolve_user(rootfs, &user_spec).map_err(user_err)?;
+    for g in &c.config.group_add {
+        let gid = user::group_id(rootfs, g).map_err(user_err)?;
+        if !u.additional_gids.contains(&gid) {
+            u.additional_gids.push(gid);
+        }
+    }
     let mut overrides = c.config.env.clone();
     overrides.extend(extra_env.iter().cloned());
-    let env = spec::merge_env(&img.env, &overrides, &hostname_of(c), &u.home);
+    let env = spec::merge_env(&img.env, &overrides, &hostname_of(c), &u.home, terminal);
     let cwd = cwd
         .filter(|w| !w.is_empty())
         .map(str::to_string)
@@ -341,6 +357,15 @@ fn resolve_process(
         name: c.name.clone(),
         source,
     })?;
+    let caps = crate::runtime::limits::capabilities(
+        &c.config.cap_add,
+        &c.config.cap_drop,
+        c.config.privileged,
+    )
+    .map_err(|e| RunError::StartFailed {
+        name: c.name.clone(),
+        msg: e.to_string(),
+    })?;
     Ok(ProcessSpec {
         args,
         env,
@@ -349,13 +374,25 @@ fn resolve_process(
         gid: u.gid,
         additional_gids: u.additional_gids,
         terminal,
+        caps,
     })
 }
 
-fn etc_files(dir: &ContainerDir, hostname: &str) -> Result<Vec<(String, PathBuf)>, RunError> {
-    let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
-    );
+fn etc_files(
+    dir: &ContainerDir,
+    hostname: &str,
+    extra_hosts: &[String],
+) -> Result<Vec<(String, PathBuf)>, RunError> {
+    let mut hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string();
+    // `--add-host` entries after the defaults, then the container's own name, as Docker
+    // writes them.
+    for h in extra_hosts {
+        if let Some((host, ip)) = h.split_once('=').or_else(|| h.split_once(':')) {
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            hosts.push_str(&format!("{ip}\t{host}\n"));
+        }
+    }
+    hosts.push_str(&format!("127.0.0.1\t{hostname}\n"));
     let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
     let files = [
         ("/etc/hosts", "hosts", hosts.into_bytes()),
@@ -381,6 +418,19 @@ fn etc_files(dir: &ContainerDir, hostname: &str) -> Result<Vec<(String, PathBuf)
 // ---------------------------------------------------------------------------------------
 // start
 
+/// Where `--init` puts its init in the container, as Docker.
+const INIT_PATH: &str = "/sbin/docker-init";
+/// Static tini builds (a container's root may have no libc): Debian's tini package, then
+/// Docker's own copy.
+const INIT_BINARIES: &[&str] = &["/usr/bin/tini-static", "/usr/bin/docker-init"];
+
+fn init_binary() -> Option<PathBuf> {
+    INIT_BINARIES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
 /// How the CLI that starts the container stays connected to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attach {
@@ -388,6 +438,8 @@ pub struct Attach {
     pub output: bool,
     /// Give this process's stdin to the container (`-i` attached).
     pub stdin: bool,
+    /// The caller's terminal size, for a container with `-t`.
+    pub size: Option<crate::runtime::pty::WinSize>,
 }
 
 /// A started container: the monitor's report pipe.
@@ -437,7 +489,10 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
     };
     let store = engine.containers();
     let mut st = dir.read_state();
-    if matches!(st.status, Status::Starting | Status::Running) {
+    if matches!(
+        st.status,
+        Status::Starting | Status::Running | Status::Restarting
+    ) {
         st = finish_dead(&store, &dir, c, st);
     }
     let network = Network::parse(&c.config.network)
@@ -445,8 +500,10 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
     let img = image_defaults(engine, c)?;
     // Intent before action: a start killed from here on leaves `Starting` with the monitor
     // lock free, and whoever notices (`reconcile`) unmounts what this mounted.
+    let _ = fs::remove_file(dir.dir.join(STOP_MARK));
     let before = st.clone();
     st.status = Status::Starting;
+    st.restart_count = 0;
     st.rootfs_mounted = true;
     st.error = String::new();
     dir.write_state(&st)
@@ -471,15 +528,33 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
                 workdir: None,
                 user: None,
                 interactive: false,
-                tty: false,
+                tty: c.config.tty,
+                detach: false,
             },
         )?;
         user::mkdir_in_root(&rootfs, &process.cwd).map_err(io_err(format!(
             "creating the working directory {}",
             process.cwd
         )))?;
+        let mut process = process;
+        let mut extra_init = Vec::new();
+        if c.config.init {
+            // Docker's --init: tini (docker-init) bind-mounted read-only and run as PID 1.
+            let tini = init_binary().ok_or_else(|| RunError::StartFailed {
+                name: c.name.clone(),
+                msg: format!(
+                    "--init: no static tini on this host ({}; install Debian's tini package)",
+                    INIT_BINARIES.join(", ")
+                ),
+            })?;
+            extra_init.push(serde_json::json!({"destination": INIT_PATH, "type": "bind",
+                "source": tini, "options": ["rbind", "ro", "rprivate"]}));
+            let mut argv = vec![INIT_PATH.to_string(), "--".to_string()];
+            argv.append(&mut process.args);
+            process.args = argv;
+        }
         let hostname = hostname_of(c);
-        let files = etc_files(&dir, &hostname)?;
+        let files = etc_files(&dir, &hostname, &c.config.extra_hosts)?;
         let files: Vec<(String, &Path)> = files
             .iter()
             .map(|(d, p)| (d.clone(), p.as_path()))
@@ -490,6 +565,8 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
                     name: c.name.clone(),
                     msg: e.to_string(),
                 })?;
+        let mut extra = extra;
+        extra.extend(extra_init);
         let doc = spec::runtime_spec(&SpecInput {
             id: &c.id,
             hostname: &hostname,
@@ -498,6 +575,13 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
             network,
             etc_files: &files,
             extra_mounts: &extra,
+            readonly_rootfs: c.config.readonly_rootfs,
+            privileged: c.config.privileged,
+            limits: crate::runtime::limits::Limits {
+                memory: c.config.memory,
+                nano_cpus: c.config.nano_cpus,
+                pids: c.config.pids_limit,
+            },
         });
         let bundle = dir.bundle();
         fs::create_dir_all(&bundle).map_err(io_err("creating the bundle"))?;
@@ -528,6 +612,7 @@ pub fn start(engine: &Engine, c: &Container, attach: Attach) -> Result<Started, 
             StdinMode::Null
         },
         tty: c.config.tty,
+        size: attach.size,
     };
     let (notify_r, notify_w) = monitor::pipe().map_err(rt_err(c))?;
     let lock_fd = high_dup(lock.as_raw_fd_())?;
@@ -654,31 +739,113 @@ pub fn monitor_main(root: &Path, driver_name: &str, args_json: &str) -> i32 {
         notify.send("error the container was removed");
         return 1;
     };
-    let result = monitor::run(&args, &dir, &mut notify, |_| {
-        let _ = store.set_state(&c.id, "running");
-    });
-    // Hold the store lock (shared) while changing records, as every strata process does.
-    let _store_lock = LockFile::shared(&root.join("locks/store")).ok();
-    match result {
-        Ok(code) => {
-            let st = dir.read_state();
-            record_exit(&store, &dir, &c, st, code, "");
-            notify.send(&format!("exit {code}"));
-            0
-        }
-        Err(e) => {
-            // Not started: back to Created (as Docker leaves a container whose start failed).
-            Backend::from_config(&args.runtime).delete(&dir);
-            let mut st = dir.read_state();
-            if st.rootfs_mounted {
-                let _ = store.unmount(&c, false);
-                st.rootfs_mounted = false;
+    let policy = RestartPolicy::parse(&c.config.restart).unwrap_or(RestartPolicy::No);
+    let mut restarts = 0u32;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let began = Instant::now();
+        let result = monitor::run(&args, &dir, &mut notify, |_| {
+            let _ = store.set_state(&c.id, "running");
+        });
+        // Hold the store lock (shared) while changing records, as every strata process does.
+        let _store_lock = LockFile::shared(&root.join("locks/store")).ok();
+        match result {
+            Ok(code) => {
+                let stopped = dir.dir.join(STOP_MARK).exists();
+                if !stopped && policy.restarts(code, restarts) {
+                    // Docker's restart manager: 100 ms, doubling, back to 100 ms after a run
+                    // of 10 s or more; `ps` says `Restarting (code) … ago` meanwhile.
+                    if began.elapsed() >= Duration::from_secs(10) {
+                        delay = Duration::from_millis(100);
+                    }
+                    restarts += 1;
+                    let mut st = dir.read_state();
+                    st.status = Status::Restarting;
+                    st.exit_code = code;
+                    st.finished_at = now_rfc3339();
+                    st.pid = 0;
+                    st.restart_count = restarts;
+                    let _ = dir.write_state(&st);
+                    notify.send(&format!("exit {code}"));
+                    drop(_store_lock);
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until && !dir.dir.join(STOP_MARK).exists() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                    if !dir.dir.join(STOP_MARK).exists() {
+                        continue;
+                    }
+                }
+                let st = dir.read_state();
+                record_exit(&store, &dir, &c, st, code, "");
+                notify.send(&format!("exit {code}"));
+                return 0;
             }
-            st.status = Status::Created;
-            st.error = e.to_string();
-            let _ = dir.write_state(&st);
-            notify.send(&format!("error {e}"));
-            1
+            Err(e) => {
+                // Not started: back to Created (as Docker leaves a container whose start failed).
+                Backend::from_config(&args.runtime).delete(&dir);
+                let mut st = dir.read_state();
+                if restarts > 0 {
+                    let code = st.exit_code;
+                    record_exit(&store, &dir, &c, st, code, &e.to_string());
+                    return 1;
+                }
+                if st.rootfs_mounted {
+                    let _ = store.unmount(&c, false);
+                    st.rootfs_mounted = false;
+                }
+                st.status = Status::Created;
+                st.error = e.to_string();
+                let _ = dir.write_state(&st);
+                notify.send(&format!("error {e}"));
+                return 1;
+            }
+        }
+    }
+}
+
+/// Docker's `--restart` policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    /// At most N restarts (None: no limit).
+    OnFailure(Option<u32>),
+}
+
+impl RestartPolicy {
+    /// `no`, `always`, `unless-stopped`, `on-failure[:N]` (empty: no).
+    pub fn parse(s: &str) -> Result<RestartPolicy, String> {
+        let (name, n) = match s.split_once(':') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s, None),
+        };
+        let p = match name {
+            "" | "no" => RestartPolicy::No,
+            "always" => RestartPolicy::Always,
+            "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" => RestartPolicy::OnFailure(match n {
+                None => None,
+                Some(v) => Some(v.parse().map_err(|_| format!("invalid restart policy format: maximum retry count must be an integer: {v:?}"))?),
+            }),
+            _ => return Err(format!("invalid restart policy {name}")),
+        };
+        if n.is_some() && !matches!(p, RestartPolicy::OnFailure(_)) {
+            return Err(format!(
+                "maximum retry count cannot be used with restart policy '{name}'"
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Whether a container that exited with `code` after `done` restarts goes again.
+    pub fn restarts(self, code: i32, done: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure(max) => code != 0 && max.is_none_or(|m| done < m),
         }
     }
 }
@@ -779,6 +946,9 @@ fn wait_monitor(dir: &ContainerDir, timeout: Option<Duration>) -> bool {
 /// Send a signal to the container's main process; it must be running.
 pub fn kill(engine: &Engine, c: &Container, sig: i32) -> Result<(), RunError> {
     let st = settled(engine, c)?;
+    if st.status == Status::Running {
+        mark_stopped(&container_dir(&engine.root, c));
+    }
     if st.status != Status::Running || !signal_process(&st, sig) {
         return Err(RunError::NotRunning(c.name.clone()));
     }
@@ -788,21 +958,30 @@ pub fn kill(engine: &Engine, c: &Container, sig: i32) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Docker's stop: the image's StopSignal (default SIGTERM), then SIGKILL after `timeout`.
+/// Docker's stop: the container's `--stop-signal`, else the image's StopSignal, else
+/// SIGTERM; then SIGKILL after `timeout` (None: the container's `--stop-timeout`, else 10 s).
 /// Stopping a container that does not run is not an error.
-pub fn stop(engine: &Engine, c: &Container, timeout: Duration) -> Result<(), RunError> {
+pub fn stop(engine: &Engine, c: &Container, timeout: Option<Duration>) -> Result<(), RunError> {
     let st = settled(engine, c)?;
+    let dir = container_dir(&engine.root, c);
+    if st.status == Status::Restarting {
+        mark_stopped(&dir);
+        wait_monitor(&dir, None);
+        reconcile(engine, c)?;
+        return Ok(());
+    }
     if st.status != Status::Running {
         return Ok(());
     }
-    let dir = container_dir(&engine.root, c);
-    let sig = image_defaults(engine, c)
-        .ok()
-        .and_then(|i| i.stop_signal)
+    mark_stopped(&dir);
+    let sig = Some(c.config.stop_signal.clone())
+        .filter(|s| !s.is_empty())
+        .or_else(|| image_defaults(engine, c).ok().and_then(|i| i.stop_signal))
         .and_then(|s| parse_signal(&s).ok())
         .unwrap_or(libc::SIGTERM);
     let store = engine.containers();
     let _ = store.report(c, "kill", &[("signal", &sig.to_string())]);
+    let timeout = timeout.unwrap_or_else(|| stop_timeout(c));
     signal_process(&st, sig);
     if !wait_monitor(&dir, Some(timeout)) {
         let _ = store.report(c, "kill", &[("signal", &libc::SIGKILL.to_string())]);
@@ -814,6 +993,24 @@ pub fn stop(engine: &Engine, c: &Container, timeout: Duration) -> Result<(), Run
     Ok(())
 }
 
+/// The mark `stop`, `kill` and `rm -f` leave for the monitor: do not restart (Docker's
+/// HasBeenManuallyStopped). Removed by `start`.
+fn mark_stopped(dir: &ContainerDir) {
+    let _ = fs::write(dir.dir.join(STOP_MARK), b"");
+}
+
+const STOP_MARK: &str = "stop-requested";
+
+/// How long `stop` waits before SIGKILL when not told: `--stop-timeout`, else Docker's 10 s
+/// (a negative timeout waits for ever, as Docker's -1).
+pub fn stop_timeout(c: &Container) -> Duration {
+    match c.config.stop_timeout {
+        Some(t) if t < 0 => Duration::from_secs(100 * 365 * 86400),
+        Some(t) => Duration::from_secs(t as u64),
+        None => Duration::from_secs(10),
+    }
+}
+
 /// Block until the container is not running; its exit code.
 pub fn wait(engine: &Engine, c: &Container) -> Result<i32, RunError> {
     let dir = container_dir(&engine.root, c);
@@ -821,7 +1018,10 @@ pub fn wait(engine: &Engine, c: &Container) -> Result<i32, RunError> {
         return Ok(dir.read_state().exit_code);
     };
     let st = dir.read_state();
-    if matches!(st.status, Status::Starting | Status::Running) {
+    if matches!(
+        st.status,
+        Status::Starting | Status::Running | Status::Restarting
+    ) {
         return Ok(finish_dead(&engine.containers(), &dir, c, st).exit_code);
     }
     Ok(st.exit_code)
@@ -831,12 +1031,13 @@ pub fn wait(engine: &Engine, c: &Container) -> Result<i32, RunError> {
 /// allowed to finish) first.
 pub fn prepare_remove(engine: &Engine, c: &Container, force: bool) -> Result<(), RunError> {
     let st = settled(engine, c)?;
-    if st.status != Status::Running {
+    if !matches!(st.status, Status::Running | Status::Restarting) {
         return Ok(());
     }
     if !force {
         return Err(RunError::RemoveRunning(c.name.clone()));
     }
+    mark_stopped(&container_dir(&engine.root, c));
     signal_process(&st, libc::SIGKILL);
     wait_monitor(
         &container_dir(&engine.root, c),
@@ -856,6 +1057,8 @@ pub struct ExecOpts<'a> {
     pub user: Option<&'a str>,
     pub interactive: bool,
     pub tty: bool,
+    /// `exec -d`: start it and return (exit code 0), nothing attached.
+    pub detach: bool,
 }
 
 /// Run a process in the running container with this process's stdio; its exit code.
@@ -866,6 +1069,8 @@ pub fn exec(engine: &Engine, c: &Container, o: ExecOpts) -> Result<i32, RunError
     }
     let img = image_defaults(engine, c)?;
     let interactive = o.interactive;
+    let tty = o.tty && !o.detach;
+    let detach = o.detach;
     // The container's own view of its root, whatever mounts it has.
     let root = PathBuf::from(format!("/proc/{}/root", st.pid));
     let process = resolve_process(c, &img, &root, o)?;
@@ -887,7 +1092,20 @@ pub fn exec(engine: &Engine, c: &Container, o: ExecOpts) -> Result<i32, RunError
                 .into(),
         )
     };
-    let r = Backend::from_config(&c.config.runtime).exec(&dir, &path, stdin);
+    let backend = Backend::from_config(&c.config.runtime);
+    let console = if tty && backend == Backend::Embedded {
+        let name = format!("exec-{}.sock", crate::atomic_file::random_hex(6));
+        Some(ConsoleSocket::bind(&dir.dir, &name).map_err(rt_err(c))?)
+    } else {
+        None
+    };
+    let terminal = console.as_ref().map(|console| ExecTerminal {
+        console,
+        size: WinSize::of_caller(),
+        stdin: interactive,
+    });
+    let r = backend.exec(&dir, &path, stdin, terminal, detach);
+    drop(console);
     let _ = fs::remove_file(&path);
     r.map_err(rt_err(c))
 }

@@ -6,9 +6,11 @@
 //! This module knows nothing of images or the metadata store; `engine::run` ties it to them.
 
 pub mod backend;
+pub mod limits;
 pub mod logs;
 pub mod monitor;
 pub mod mounts;
+pub mod pty;
 pub mod spec;
 pub mod state;
 pub mod user;

@@ -7,8 +7,9 @@
 //! reports `started PID` (or `error CODE MESSAGE`) and finally `exit CODE`.
 
 use super::RuntimeError;
-use super::backend::{Backend, ProcStdio, decode_status};
+use super::backend::{Backend, ProcIo, ProcStdio, decode_status};
 use super::logs::{LogOpts, LogWriter};
+use super::pty::{ConsoleSocket, WinSize};
 use super::state::{ContainerDir, RunState, Status, now_rfc3339, process_start_time};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -42,6 +43,9 @@ pub struct MonitorArgs {
     pub attach: bool,
     pub stdin: StdinMode,
     pub tty: bool,
+    /// The attached terminal's size, given to the container's pty before it runs.
+    #[serde(default)]
+    pub size: Option<WinSize>,
 }
 
 /// Become the long-lived monitor: fork, let the parent (the CLI's child) exit at once so the
@@ -118,28 +122,6 @@ fn dev_null() -> Result<OwnedFd, RuntimeError> {
         .into())
 }
 
-/// A pseudo-terminal for `-t`: (master, slave), sized like the attached terminal if any.
-fn open_pty() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
-    let (mut m, mut s) = (0, 0);
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    let have = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0;
-    let wsp = if have {
-        &mut ws as *mut _
-    } else {
-        std::ptr::null_mut()
-    };
-    if unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), wsp) } != 0 {
-        return Err(RuntimeError::io("opening a pseudo-terminal")(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    unsafe {
-        libc::fcntl(m, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(s, libc::F_SETFD, libc::FD_CLOEXEC);
-        Ok((OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)))
-    }
-}
-
 /// Copy one stream into the log (whole lines) and, while it listens, to the attached CLI.
 fn pump(mut src: File, stream: &'static str, log: Arc<Mutex<LogWriter>>, mut attach: Option<File>) {
     let mut buf = vec![0u8; 32 * 1024];
@@ -200,57 +182,63 @@ pub fn run(
         None
     };
 
-    // The container's stdio.
+    // The container's stdio: pipes, or (-t) the pty the runtime makes inside the container.
     let mut stdin_keep: Option<OwnedFd> = None;
     let mut stdin_forward: Option<File> = None;
-    let (stdio, out_r, err_r) = if args.tty {
-        let (master, slave) = open_pty()?;
-        let s2 = slave.try_clone().map_err(RuntimeError::io("dup"))?;
-        let s3 = slave.try_clone().map_err(RuntimeError::io("dup"))?;
-        let stdin = match args.stdin {
-            StdinMode::Null => dev_null()?,
-            _ => slave,
-        };
-        if args.stdin == StdinMode::Inherit {
-            stdin_forward = dup(0).map(File::from);
-        }
-        let m2 = master.try_clone().map_err(RuntimeError::io("dup"))?;
-        if stdin_forward.is_some() {
-            stdin_keep = Some(m2);
-        }
-        (
-            ProcStdio {
-                stdin,
-                stdout: s2,
-                stderr: s3,
-            },
-            File::from(master),
-            None,
-        )
+    let console = if args.tty {
+        Some(ConsoleSocket::bind(&dir.dir, "console.sock")?)
     } else {
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        let stdin = match args.stdin {
-            StdinMode::Null => dev_null()?,
-            StdinMode::Inherit => dup(0).map(Ok).unwrap_or_else(dev_null)?,
-            StdinMode::Pipe => {
-                let (r, w) = pipe()?;
-                stdin_keep = Some(w);
-                r
-            }
-        };
-        (
-            ProcStdio {
-                stdin,
-                stdout: out_w,
-                stderr: err_w,
+        None
+    };
+    let (io, pipes) = match &console {
+        Some(console) => (
+            ProcIo::Terminal {
+                console,
+                size: args.size,
             },
-            File::from(out_r),
-            Some(File::from(err_r)),
-        )
+            None,
+        ),
+        None => {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let stdin = match args.stdin {
+                StdinMode::Null => dev_null()?,
+                StdinMode::Inherit => dup(0).map(Ok).unwrap_or_else(dev_null)?,
+                StdinMode::Pipe => {
+                    let (r, w) = pipe()?;
+                    stdin_keep = Some(w);
+                    r
+                }
+            };
+            (
+                ProcIo::Fds(ProcStdio {
+                    stdin,
+                    stdout: out_w,
+                    stderr: err_w,
+                }),
+                Some((File::from(out_r), File::from(err_r))),
+            )
+        }
     };
 
-    let pid = backend.start(dir, stdio)?;
+    let started = backend.start(dir, io)?;
+    drop(console);
+    let pid = started.pid;
+    let (out_r, err_r) = match (pipes, started.master) {
+        (Some((o, e)), _) => (o, Some(e)),
+        (None, Some(master)) => {
+            if args.stdin == StdinMode::Inherit {
+                stdin_forward = dup(0).map(File::from);
+            }
+            // Kept open for the container's life: `-d -it` reattaches, and a closed master
+            // would hang up the container's terminal.
+            stdin_keep = Some(master.try_clone().map_err(RuntimeError::io("dup"))?);
+            (File::from(master), None)
+        }
+        (None, None) => {
+            return Err(RuntimeError::Backend("the runtime gave no terminal".into()));
+        }
+    };
     let mut st = dir.read_state();
     st.status = Status::Running;
     st.pid = pid;
@@ -279,12 +267,10 @@ pub fn run(
             pump(err_r, "stderr", log, attach_err)
         }));
     }
-    if let (Some(mut from), Some(to)) = (stdin_forward, stdin_keep.take()) {
+    if let (Some(from), Some(to)) = (stdin_forward, stdin_keep.as_ref()) {
         // -it: the CLI's keystrokes into the pty master.
-        std::thread::spawn(move || {
-            let mut to = File::from(to);
-            let _ = std::io::copy(&mut from, &mut to);
-        });
+        let to = File::from(to.try_clone().map_err(RuntimeError::io("dup"))?);
+        std::thread::spawn(move || super::pty::copy(from, to));
     }
 
     // Reap everything (we are a subreaper) until the container's init is gone.

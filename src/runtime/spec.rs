@@ -75,10 +75,12 @@ pub struct ProcessSpec {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub terminal: bool,
+    /// Its capabilities (`limits::capabilities`: Docker's default set unless changed).
+    pub caps: Vec<String>,
 }
 
 pub fn process_json(p: &ProcessSpec) -> Value {
-    let caps = json!(DEFAULT_CAPS);
+    let caps = json!(p.caps);
     let mut user = json!({"uid": p.uid, "gid": p.gid});
     if !p.additional_gids.is_empty() {
         user["additionalGids"] = json!(p.additional_gids);
@@ -105,6 +107,12 @@ pub struct SpecInput<'a> {
     /// The container's volumes, binds and tmpfs mounts (`runtime::mounts::oci_mount`),
     /// parents first.
     pub extra_mounts: &'a [Value],
+    /// `--read-only`: the root filesystem mounted read-only (mounts on it stay writable).
+    pub readonly_rootfs: bool,
+    /// `--privileged`: no masked or read-only paths, /sys writable, every device.
+    pub privileged: bool,
+    /// cgroup limits.
+    pub limits: super::limits::Limits,
 }
 
 pub fn runtime_spec(i: &SpecInput) -> Value {
@@ -112,7 +120,7 @@ pub fn runtime_spec(i: &SpecInput) -> Value {
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if i.privileged { json!(["nosuid", "noexec", "nodev"]) } else { json!(["nosuid", "noexec", "nodev", "ro"]) }}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
     ];
@@ -136,34 +144,46 @@ pub fn runtime_spec(i: &SpecInput) -> Value {
         }
         d
     };
-    let devices = vec![
-        json!({"allow": false, "access": "rwm"}),
-        json!({"allow": true, "type": "c", "access": "m"}),
-        json!({"allow": true, "type": "b", "access": "m"}),
-        allow("c", 1, Some(3)),
-        allow("c", 1, Some(5)),
-        allow("c", 1, Some(7)),
-        allow("c", 1, Some(8)),
-        allow("c", 1, Some(9)),
-        allow("c", 5, Some(0)),
-        allow("c", 5, Some(1)),
-        allow("c", 5, Some(2)),
-        allow("c", 136, None),
-        allow("c", 10, Some(200)),
-    ];
+    let devices = if i.privileged {
+        vec![json!({"allow": true, "access": "rwm"})]
+    } else {
+        vec![
+            json!({"allow": false, "access": "rwm"}),
+            json!({"allow": true, "type": "c", "access": "m"}),
+            json!({"allow": true, "type": "b", "access": "m"}),
+            allow("c", 1, Some(3)),
+            allow("c", 1, Some(5)),
+            allow("c", 1, Some(7)),
+            allow("c", 1, Some(8)),
+            allow("c", 1, Some(9)),
+            allow("c", 5, Some(0)),
+            allow("c", 5, Some(1)),
+            allow("c", 5, Some(2)),
+            allow("c", 136, None),
+            allow("c", 10, Some(200)),
+        ]
+    };
+    let mut resources = serde_json::Map::new();
+    resources.insert("devices".into(), json!(devices));
+    i.limits.resources(&mut resources);
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": cgroup_path(i.id),
+        "resources": resources,
+    });
+    if i.privileged {
+        linux["devices"] = json!(super::limits::host_devices());
+    } else {
+        linux["maskedPaths"] = json!(MASKED);
+        linux["readonlyPaths"] = json!(READONLY);
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": process_json(i.process),
-        "root": {"path": i.rootfs, "readonly": false},
+        "root": {"path": i.rootfs, "readonly": i.readonly_rootfs},
         "hostname": i.hostname,
         "mounts": mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "cgroupsPath": cgroup_path(i.id),
-            "resources": {"devices": devices},
-            "maskedPaths": MASKED,
-            "readonlyPaths": READONLY,
-        },
+        "linux": linux,
     })
 }
 
@@ -190,12 +210,13 @@ pub fn remove_cgroups(id: &str) {
 }
 
 /// The environment a container starts with: the image's, overridden by `-e`, then PATH,
-/// HOSTNAME and HOME when unset (as Docker adds them).
+/// HOSTNAME, TERM=xterm (with a terminal) and HOME when unset (as Docker adds them).
 pub fn merge_env(
     image: &[String],
     overrides: &[String],
     hostname: &str,
     home: &str,
+    tty: bool,
 ) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let key = |s: &str| s.split('=').next().unwrap_or("").to_string();
@@ -228,6 +249,9 @@ pub fn merge_env(
     if !has(&out, "HOSTNAME") {
         out.push(format!("HOSTNAME={hostname}"));
     }
+    if tty && !has(&out, "TERM") {
+        out.push("TERM=xterm".to_string());
+    }
     if !has(&out, "HOME") {
         out.push(format!("HOME={home}"));
     }
@@ -253,6 +277,7 @@ mod tests {
             gid: 1000,
             additional_gids: vec![10],
             terminal: false,
+            caps: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
         };
         let hosts = Path::new("/tmp/x/hosts");
         let v = runtime_spec(&SpecInput {
@@ -263,6 +288,9 @@ mod tests {
             network: Network::None,
             etc_files: &[("/etc/hosts".into(), hosts)],
             extra_mounts: &[],
+            readonly_rootfs: false,
+            privileged: false,
+            limits: Default::default(),
         });
         let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
         let proc_ = spec.process().as_ref().unwrap();
@@ -294,12 +322,20 @@ mod tests {
             &["A=2".into(), "B=3".into()],
             "h",
             "/root",
+            true,
         );
         assert_eq!(
             e,
-            vec!["PATH=/bin", "A=2", "B=3", "HOSTNAME=h", "HOME=/root"]
+            vec![
+                "PATH=/bin",
+                "A=2",
+                "B=3",
+                "HOSTNAME=h",
+                "TERM=xterm",
+                "HOME=/root"
+            ]
         );
-        let e = merge_env(&[], &[], "h", "/");
+        let e = merge_env(&[], &[], "h", "/", false);
         assert!(e[0].starts_with("PATH=/usr/local/sbin"));
         assert_eq!(env_value(&e, "HOME"), Some("/"));
     }

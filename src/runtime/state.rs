@@ -123,6 +123,8 @@ pub enum Status {
     /// Set by `start` before the monitor runs; the monitor turns it into Running.
     Starting,
     Running,
+    /// Exited, and the monitor will start it again (`--restart`), after a delay.
+    Restarting,
     Exited,
 }
 
@@ -132,6 +134,7 @@ impl Status {
         match self {
             Status::Created => "created",
             Status::Starting | Status::Running => "running",
+            Status::Restarting => "restarting",
             Status::Exited => "exited",
         }
     }

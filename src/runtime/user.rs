@@ -107,6 +107,18 @@ fn groups(root: &Path) -> Vec<(String, u32, Vec<String>)> {
         .collect()
 }
 
+/// A `--group-add` value: a group name of the image's /etc/group, or a number.
+pub fn group_id(root: &Path, group: &str) -> Result<u32, UserError> {
+    if let Ok(n) = group.parse::<u32>() {
+        return Ok(n);
+    }
+    groups(root)
+        .iter()
+        .find(|(n, _, _)| n == group)
+        .map(|(_, id, _)| *id)
+        .ok_or_else(|| UserError::NoGroup(group.to_string()))
+}
+
 /// Docker's `user`, `uid`, `user:group`, `uid:gid` forms (empty: root).
 pub fn resolve_user(root: &Path, spec: &str) -> Result<ExecUser, UserError> {
     let (u, g) = match spec.split_once(':') {
@@ -141,13 +153,14 @@ pub fn resolve_user(root: &Path, spec: &str) -> Result<ExecUser, UserError> {
                 .ok_or_else(|| UserError::NoGroup(g.to_string()))?,
         },
     };
-    // Supplementary groups: those listing the user as a member (only when the group was not forced).
-    let mut additional_gids = Vec::new();
+    // Supplementary groups as Docker (runc's GetExecUser) sets them: the primary group, and
+    // unless the group was given, every group listing the user as a member.
+    let mut additional_gids = vec![gid];
     if g.is_none()
         && let Some(name) = &name
     {
         for (_, id, members) in &all_groups {
-            if members.iter().any(|m| m == name) && !additional_gids.contains(id) && *id != gid {
+            if members.iter().any(|m| m == name) && !additional_gids.contains(id) {
                 additional_gids.push(*id);
             }
         }
@@ -299,7 +312,7 @@ mod tests {
             ExecUser {
                 uid: 0,
                 gid: 0,
-                additional_gids: vec![10],
+                additional_gids: vec![0, 10],
                 home: "/root".into()
             }
         );
@@ -308,10 +321,13 @@ mod tests {
             (app.uid, app.gid, app.home.as_str()),
             (1000, 1000, "/home/app")
         );
-        assert_eq!(app.additional_gids, vec![10, 29]);
+        assert_eq!(app.additional_gids, vec![1000, 10, 29]);
         let u = resolve_user(r, "app:nogroup").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 65534));
-        assert!(u.additional_gids.is_empty());
+        assert_eq!(u.additional_gids, vec![65534]);
+        assert_eq!(group_id(r, "wheel"), Ok(10));
+        assert_eq!(group_id(r, "77"), Ok(77));
+        assert!(group_id(r, "nope").is_err());
         let u = resolve_user(r, "4242:7").unwrap();
         assert_eq!((u.uid, u.gid, u.home.as_str()), (4242, 7, "/"));
         assert_eq!(

@@ -104,6 +104,7 @@ impl Builder<'_, '_> {
             run::Attach {
                 output: !self.o.quiet,
                 stdin: false,
+                size: None,
             },
         )
         .map_err(|e| bad(e.to_string()))?;
