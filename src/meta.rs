@@ -159,7 +159,26 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// Open (creating) the store's database. Two processes opening a fresh store at once
+    /// could get SQLITE_BUSY from the open's first statements (the WAL switch, the schema),
+    /// which SQLite returns there without calling the busy handler (seen: 1 in 4 of two
+    /// concurrent first pulls): that open is tried again, briefly. Every step is idempotent.
     pub fn open(path: &Path) -> Result<Meta, MetaError> {
+        let mut tries = 0;
+        loop {
+            match Meta::open_once(path) {
+                Err(MetaError::Sql(rusqlite::Error::SqliteFailure(e, _)))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20 + 10 * tries.min(8)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Meta, MetaError> {
         // SQLite is built without its per-connection directory sync (.cargo/config.toml): the
         // directory entries of a new database and its WAL are synced here, once.
         let wal = path.with_extension("db-wal");

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 fn store_with_busybox() -> (Store, tempfile::TempDir) {
-    let s = Store::new("overlay");
+    let s = Store::overlay();
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);

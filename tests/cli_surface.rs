@@ -37,7 +37,7 @@ fn image(s: &Store) {
 }
 
 fn store() -> Store {
-    let s = Store::new("overlay");
+    let s = Store::overlay();
     image(&s);
     s
 }

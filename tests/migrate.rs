@@ -135,7 +135,7 @@ fn docker_store_adopted_with_ids_tags_and_digests() {
     std::fs::write(&repos, serde_json::to_vec(&v).unwrap()).unwrap();
 
     let before = fingerprint(&root);
-    let s = Store::new("overlay");
+    let s = Store::overlay();
     let dry = s.ok(&[&strs(&migrate_docker_args(&root))[..], &["--dry-run"]].concat());
     assert!(dry.contains("would adopt 3 images: 3 new layers"), "{dry}");
     assert_eq!(s.ok(&["images", "-q"]), "", "--dry-run adopted something");
@@ -198,7 +198,7 @@ fn docker_store_adopted_with_ids_tags_and_digests() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let l = Store::new("overlay");
+    let l = Store::overlay();
     l.ok(&[&strs(&migrate_docker_args(&root))[..], &["--link"]].concat());
     let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
     let ours = diff_dir_with(&l.root, "a.txt").join("a.txt");
@@ -212,7 +212,7 @@ fn docker_store_adopted_with_ids_tags_and_digests() {
     drop(l);
 
     // Killed in the middle of a layer, then re-run: consistent, then complete.
-    let k = Store::new("overlay");
+    let k = Store::overlay();
     let p = Paused::start(&k, &strs(&migrate_docker_args(&root)), "migrate-layer-read");
     p.kill();
     k.fsck_clean();
@@ -224,7 +224,7 @@ fn docker_store_adopted_with_ids_tags_and_digests() {
     k.fsck_clean();
     assert_eq!(k.ok(&["run", "--rm", "c2:1"]), "bravo\n");
     // Killed between images: the first image is complete, the re-run adds the rest.
-    let k2 = Store::new("overlay");
+    let k2 = Store::overlay();
     let p = Paused::start(&k2, &strs(&migrate_docker_args(&root)), "migrate-image");
     p.kill();
     k2.fsck_clean();

@@ -417,3 +417,26 @@ fn partial_downloads_count_in_df_and_go_with_prune() {
     assert!(!partial.exists());
     assert_eq!(df_images(&s), "0B");
 }
+
+/// Several commands creating the same fresh store at once all open it: none fails with
+/// "database is locked" (two first pulls did, one time in four, before the open retried).
+#[test]
+fn concurrent_first_commands_on_a_fresh_store() {
+    for _ in 0..20 {
+        let s = Store::new("overlay");
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                s.cmd(&["pull", "127.0.0.1:1/none:1"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("connection refused"), "{err}");
+        }
+    }
+}

@@ -793,7 +793,7 @@ fn exec_detached() {
             .success()
     });
     // A missing command is still reported (the lookup happens before the start).
-    assert_eq!(code(&s.run(&["exec", "-d", "host", "nosuch"])), 127);
+    assert_eq!(code(&s.run(&["exec", "-d", "host", "nosuch"])), 126);
     s.ok(&["rm", "-f", "host"]);
 }
 

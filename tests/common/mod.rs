@@ -61,6 +61,12 @@ impl Store {
         Store::new_in(&base, suite_driver(driver))
     }
 
+    /// An overlay store under /var/tmp even in the btrfs pass: for tests of what Docker
+    /// prints for overlay2 (driver names) or of overlay's own layout.
+    pub fn overlay() -> Store {
+        Store::new_in(Path::new("/var/tmp/strata-tests"), "overlay")
+    }
+
     /// A store for exactly `driver` in a fresh directory under `base`.
     pub fn new_in(base: &Path, driver: &'static str) -> Store {
         std::fs::create_dir_all(base).unwrap();
