@@ -332,36 +332,40 @@ fn exit_codes_as_docker() {
 #[test]
 fn rename_and_port() {
     let s = store();
-    s.ok(&["create", "--name", "a", "bb"]);
-    s.ok(&["create", "--name", "b", "bb"]);
-    s.ok(&["rename", "a", "c"]);
-    let v: Value = serde_json::from_str(&s.ok(&["inspect", "c"])).unwrap();
-    assert_eq!(v[0]["Name"], "/c");
+    s.ok(&["create", "--name", "old", "bb"]);
+    s.ok(&["create", "--name", "other", "bb"]);
+    s.ok(&["rename", "old", "new"]);
+    let v: Value = serde_json::from_str(&s.ok(&["inspect", "new"])).unwrap();
+    assert_eq!(v[0]["Name"], "/new");
     assert!(
-        s.fails(&["inspect", "--type", "container", "a"])
+        s.fails(&["inspect", "--type", "container", "old"])
             .contains("No such container")
     );
-    // The old name is free at once.
-    s.ok(&["create", "--name", "a", "bb"]);
-    let e = s.fails(&["rename", "c", "b"]);
+    // The old name is free at once. (Names that are not hex: a hex name could also be an
+    // ID prefix, which Docker's lookup accepts too.)
+    s.ok(&["create", "--name", "old", "bb"]);
+    let e = s.fails(&["rename", "new", "other"]);
     assert!(
-        e.contains("Conflict. The container name \"/b\" is already in use"),
+        e.contains("Conflict. The container name \"/other\" is already in use"),
         "{e}"
     );
     assert!(
-        e.ends_with("Error: failed to rename container named c\n"),
+        e.ends_with("Error: failed to rename container named new\n"),
         "{e}"
     );
-    let e = s.fails(&["rename", "c", "c"]);
+    let e = s.fails(&["rename", "new", "new"]);
     assert!(e.contains("Renaming a container with the same name as its current name"));
     assert!(
-        s.fails(&["rename", "c", "bad/name"])
+        s.fails(&["rename", "new", "bad/name"])
             .contains("Invalid container name")
     );
     // No published ports (networks host and none), as Docker prints for those.
-    assert_eq!(s.ok(&["port", "c"]), "");
-    let e = s.fails(&["port", "c", "80"]);
-    assert!(e.contains("No public port '80/tcp' published for c"), "{e}");
+    assert_eq!(s.ok(&["port", "new"]), "");
+    let e = s.fails(&["port", "new", "80"]);
+    assert!(
+        e.contains("No public port '80/tcp' published for new"),
+        "{e}"
+    );
 }
 
 fn events(s: &Store, args: &[&str]) -> Vec<String> {

@@ -841,3 +841,92 @@ fn top_lists_the_container_processes() {
     s.ok(&["create", "--name", "idle", "bb"]);
     assert!(s.fails(&["top", "idle"]).contains("is not running"));
 }
+
+/// The counter file a paused-or-not container writes, read through `cp` (which works on a
+/// paused container: it reads the rootfs, starts nothing in it).
+fn counter(s: &Store, c: &str) -> String {
+    let o = s.run(&["cp", &format!("{c}:/tmp/n"), "-"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut ar = tar::Archive::new(&o.stdout[..]);
+    let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+    let mut v = String::new();
+    std::io::Read::read_to_string(&mut e, &mut v).unwrap();
+    v
+}
+
+/// `pause` freezes every process of the container (its counter stops; ps, inspect and the
+/// status filter say paused; exec is refused), `unpause` lets it go on; wrong states are
+/// errors in Docker's words; `commit` of a running container pauses it only while it reads,
+/// and `stop` of a paused one works. `stats --no-stream` reads the container's cgroups.
+#[test]
+fn pause_unpause_commit_and_stats() {
+    let s = store();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "bb",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done",
+    ]);
+    wait_until("the counter runs", || {
+        s.run(&["cp", "busy:/tmp/n", "-"]).status.success()
+    });
+    assert_eq!(s.ok(&["pause", "busy"]), "busy\n");
+    let a = counter(&s, "busy");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(counter(&s, "busy"), a, "a paused container went on");
+    let v = inspect(&s, "busy");
+    assert_eq!(v["State"]["Status"], "paused");
+    assert_eq!(v["State"]["Paused"], true);
+    assert!(s.ok(&["ps"]).contains("(Paused)"));
+    assert_eq!(
+        s.ok(&["ps", "--filter", "status=paused", "--format", "{{.Names}}"]),
+        "busy\n"
+    );
+    let o = s.run(&["exec", "busy", "true"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("is paused, unpause the container before exec"));
+    let o = s.run(&["pause", "busy"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("is already paused"), "{}", stderr(&o));
+
+    assert_eq!(s.ok(&["unpause", "busy"]), "busy\n");
+    wait_until("the counter goes on", || counter(&s, "busy") != a);
+    assert_eq!(inspect(&s, "busy")["State"]["Status"], "running");
+    let o = s.run(&["unpause", "busy"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("is not paused"), "{}", stderr(&o));
+
+    // commit pauses while it reads, and leaves the container running.
+    s.ok(&["commit", "busy", "snap:1"]);
+    assert_eq!(inspect(&s, "busy")["State"]["Status"], "running");
+    s.ok(&["commit", "--pause=false", "busy", "snap:2"]);
+
+    let st = s.ok(&["stats", "--no-stream", "busy"]);
+    let lines: Vec<&str> = st.lines().collect();
+    assert!(
+        lines[0].starts_with("CONTAINER ID") && lines[0].contains("MEM USAGE / LIMIT"),
+        "{st}"
+    );
+    assert!(lines[1].contains("busy") && lines[1].contains("%"), "{st}");
+    let f = s.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}}",
+        "busy",
+    ]);
+    let pids: u32 = f.trim().strip_prefix("busy ").unwrap().parse().unwrap();
+    assert!(pids >= 2, "{f}");
+
+    // A paused container stops (thawed first), and a stopped one cannot be paused.
+    s.ok(&["pause", "busy"]);
+    s.ok(&["stop", "-t", "1", "busy"]);
+    let o = s.run(&["pause", "busy"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+    s.ok(&["rm", "busy"]);
+}

@@ -104,6 +104,10 @@ pub enum ContainerCmd {
     Start(super::run::StartArgs),
     Stop(super::run::StopArgs),
     Umount(UmountArgs),
+    Pause(super::pause::PauseArgs),
+    Stats(super::pause::StatsArgs),
+    Top(super::run_flags::TopArgs),
+    Unpause(super::pause::PauseArgs),
     Wait(super::run::WaitArgs),
 }
 
@@ -131,6 +135,10 @@ pub fn container_cmd(cli: &Cli, c: &ContainerCmd) -> Result<i32> {
         ContainerCmd::Start(a) => run::start(cli, a),
         ContainerCmd::Stop(a) => run::stop(cli, a),
         ContainerCmd::Umount(a) => umount(cli, a),
+        ContainerCmd::Pause(a) => super::pause::pause(cli, a),
+        ContainerCmd::Stats(a) => super::pause::stats(cli, a),
+        ContainerCmd::Top(a) => super::run_flags::top(cli, a),
+        ContainerCmd::Unpause(a) => super::pause::unpause(cli, a),
         ContainerCmd::Wait(a) => run::wait(cli, a),
     }
 }

@@ -34,6 +34,9 @@ pub struct CommitArgs {
     /// Commit message
     #[arg(short, long)]
     message: Option<String>,
+    /// Pause container during commit
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pause: bool,
     container: String,
     /// REPOSITORY[:TAG]
     reference: Option<String>,
@@ -110,6 +113,7 @@ pub fn commit(cli: &Cli, a: &CommitArgs) -> Result<i32> {
                 author: a.author.as_deref(),
                 changes: &a.change,
                 name: reference.as_ref(),
+                pause: a.pause,
             },
         )
         .with_context(|| format!("committing container {}", a.container))?;

@@ -21,6 +21,18 @@ pub fn human_size_prec(bytes: u64, precision: i32) -> String {
     format!("{}{}", go_g(size, precision.max(1)), UNITS[i])
 }
 
+/// Docker's `units.BytesSize` (`stats`' memory): binary units, `%.4g` (`1.5MiB`, `23.45GiB`).
+pub fn bytes_size(bytes: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut size = bytes as f64;
+    let mut i = 0;
+    while size >= 1024.0 && i < UNITS.len() - 1 {
+        size /= 1024.0;
+        i += 1;
+    }
+    format!("{}{}", go_g(size, 4), UNITS[i])
+}
+
 /// Go's `%.{p}g` for the non-negative values sizes produce.
 fn go_g(v: f64, p: i32) -> String {
     if v == 0.0 {

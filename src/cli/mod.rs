@@ -8,6 +8,7 @@ mod filter;
 mod format;
 mod image;
 mod inspect;
+mod pause;
 mod ps;
 mod registry;
 mod run;
@@ -88,6 +89,9 @@ enum Command {
     Exec(run::ExecArgs),
     Logs(run::LogsArgs),
     Top(run_flags::TopArgs),
+    Pause(pause::PauseArgs),
+    Unpause(pause::PauseArgs),
+    Stats(pause::StatsArgs),
     #[command(name = "__monitor", hide = true)]
     Monitor(run::MonitorCmdArgs),
     Pull(registry::PullArgs),
@@ -174,6 +178,9 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Exec(a) => run::exec(cli, a),
         Command::Logs(a) => run::logs(cli, a),
         Command::Top(a) => run_flags::top(cli, a),
+        Command::Pause(a) => pause::pause(cli, a),
+        Command::Unpause(a) => pause::unpause(cli, a),
+        Command::Stats(a) => pause::stats(cli, a),
         Command::Monitor(a) => run::monitor(cli, a),
         Command::Pull(a) => registry::pull(cli, a),
         Command::Push(a) => registry::push(cli, a),

@@ -207,7 +207,11 @@ fn keep(engine: &Engine, f: &Filters, all: &[Container], c: &Container) -> Resul
                 .any(|v| v.parse::<i64>().is_ok_and(|n| n == code));
     }
     Ok(exited_ok
-        && f.any("status", |s| s == c.state)
+        && f.any("status", |s| {
+            // A frozen running container is `paused` to Docker's filter, not `running`.
+            let paused = c.state == "running" && strata::runtime::freezer::is_paused(&c.id);
+            if paused { s == "paused" } else { s == c.state }
+        })
         && f.any("id", |v| c.id.starts_with(v))
         && f.any("name", |v| name_matches(v, &c.name))
         && f.labels_match(|k| labels.get(k).map(String::as_str))

@@ -450,6 +450,14 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<i32> {
     {
         return Ok(code);
     }
+    // A process started in a frozen cgroup would hang frozen with it: refused, as Docker does.
+    if strata::runtime::freezer::is_paused(&c.id) {
+        eprintln!(
+            "Error response from daemon: Container {} is paused, unpause the container before exec",
+            c.id
+        );
+        return Ok(1);
+    }
     let _raw = RawTerminal::enable(a.tty && a.interactive && !a.detach);
     match er::exec(
         &engine,
@@ -578,6 +586,9 @@ pub fn status_text(root: &std::path::Path, c: &Container) -> String {
             st.exit_code,
             since(&st.finished_at)
         ),
+        ("running", _) if strata::runtime::freezer::is_paused(&c.id) => {
+            format!("Up {} (Paused)", since(&st.started_at))
+        }
         ("running", _) => format!("Up {}", since(&st.started_at)),
         ("exited", _) | (_, Status::Exited) => {
             format!("Exited ({}) {} ago", st.exit_code, since(&st.finished_at))
@@ -590,6 +601,7 @@ pub fn status_text(root: &std::path::Path, c: &Container) -> String {
 pub fn state_json(engine: &Engine, c: &Container) -> serde_json::Value {
     let st = er::reconcile(engine, c).unwrap_or_else(|_| er::state_of(&engine.root, c));
     let running = st.status == Status::Running;
+    let paused = running && strata::runtime::freezer::is_paused(&c.id);
     let time = |t: &str| {
         if t.is_empty() {
             "0001-01-01T00:00:00Z".to_string()
@@ -598,9 +610,9 @@ pub fn state_json(engine: &Engine, c: &Container) -> serde_json::Value {
         }
     };
     serde_json::json!({
-        "Status": st.status.docker(),
+        "Status": if paused { "paused" } else { st.status.docker() },
         "Running": running,
-        "Paused": false,
+        "Paused": paused,
         "Restarting": st.status == Status::Restarting,
         "OOMKilled": false,
         "Dead": false,

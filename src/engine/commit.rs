@@ -106,6 +106,8 @@ pub struct CommitOptions<'a> {
     /// Dockerfile-style config edits (`CMD …`, `ENV …`), as `--change`.
     pub changes: &'a [String],
     pub name: Option<&'a Reference>,
+    /// Freeze a running container while its layer is read (Docker's `--pause`, default on).
+    pub pause: bool,
 }
 
 impl Engine {
@@ -216,7 +218,16 @@ impl Engine {
         let layers = self.layers();
         let lease = self.lease();
         let mut chain = layers.acquire_chain(&lease, &base.rootfs.diff_ids)?;
+        let frozen = if o.pause {
+            Some(
+                super::pause::PausedWhile::new(self, c)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         let new_layer = self.commit_layer(&lease, c, chain.last())?;
+        drop(frozen);
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mut h = Map::new();
         h.insert("created".into(), json!(now));

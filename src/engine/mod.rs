@@ -15,6 +15,7 @@ pub mod gc;
 pub mod import;
 pub mod load;
 pub mod migrate;
+pub mod pause;
 pub mod pull;
 pub mod push;
 pub mod remove;

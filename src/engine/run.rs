@@ -39,6 +39,9 @@ pub enum RunError {
     NotRunning(String),
     #[error("container {0} is already running")]
     AlreadyRunning(String),
+    /// pause/unpause in the wrong state: Docker's "Container x is not paused".
+    #[error("Container {0} {1}")]
+    Paused(String, &'static str),
     #[error(
         "You cannot remove a running container {0}. Stop the container before attempting removal or force remove"
     )]
@@ -946,6 +949,8 @@ fn wait_monitor(dir: &ContainerDir, timeout: Option<Duration>) -> bool {
 /// Send a signal to the container's main process; it must be running.
 pub fn kill(engine: &Engine, c: &Container, sig: i32) -> Result<(), RunError> {
     let st = settled(engine, c)?;
+    // A frozen process acts on no signal: thawed first, as Docker does for a paused one.
+    super::pause::thaw_if_paused(c);
     if st.status == Status::Running {
         mark_stopped(&container_dir(&engine.root, c));
     }
@@ -974,6 +979,7 @@ pub fn stop(engine: &Engine, c: &Container, timeout: Option<Duration>) -> Result
         return Ok(());
     }
     mark_stopped(&dir);
+    super::pause::thaw_if_paused(c);
     let sig = Some(c.config.stop_signal.clone())
         .filter(|s| !s.is_empty())
         .or_else(|| image_defaults(engine, c).ok().and_then(|i| i.stop_signal))

@@ -6,6 +6,8 @@
 //! This module knows nothing of images or the metadata store; `engine::run` ties it to them.
 
 pub mod backend;
+pub mod cgroup_stats;
+pub mod freezer;
 pub mod limits;
 pub mod logs;
 pub mod monitor;
