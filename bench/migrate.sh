@@ -6,7 +6,7 @@
 # A throwaway dockerd (its own containerd, no networking) keeps its data root on the bench
 # filesystem next to strata's store (same mount, so --link can link). Caches dropped before
 # every timed run.
-# Usage: bench/migrate.sh  (RUNS=3 QUIET=5 FIX=/var/tmp/strata-bench STRATA=path NO_BUILD=1)
+# Usage: bench/migrate.sh  (RUNS=3 QUIET=5 FIX=/var/tmp/strata-bench STRATA=path NO_BUILD=1 MIGRATE_FS=dir)
 set -eu
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -18,7 +18,9 @@ if [ -z "${STRATA:-}" ]; then
   STRATA=$PWD/target/release/strata
 fi
 S=$STRATA
-BENCHFS=$(./bench/benchfs.sh)
+# MIGRATE_FS=DIR puts both stores on another filesystem instead (a btrfs mount: files are
+# then reflinked, and the filesystem should grow by metadata only).
+BENCHFS=${MIGRATE_FS:-$(./bench/benchfs.sh)}
 W=$BENCHFS/migrate-bench
 EXEC=/run/strata-migbench
 ROOT=$W/strata
