@@ -919,8 +919,9 @@ fn pause_unpause_commit_and_stats() {
         "{{.Name}} {{.PIDs}}",
         "busy",
     ]);
+    // The shell, and its `sleep` when the reading falls inside one.
     let pids: u32 = f.trim().strip_prefix("busy ").unwrap().parse().unwrap();
-    assert!(pids >= 2, "{f}");
+    assert!((1..=2).contains(&pids), "{f}");
 
     // A paused container stops (thawed first), and a stopped one cannot be paused.
     s.ok(&["pause", "busy"]);
