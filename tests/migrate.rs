@@ -377,3 +377,72 @@ fn podman_store_adopted_with_ids_tags_and_digests() {
     assert_eq!(s.ok(&["run", "--rm", &c1]), "alpha\n");
     s.fsck_clean();
 }
+
+/// Onto btrfs, where files are reflinked and a child layer's directory is a snapshot that
+/// already holds its parent's files: a layer replacing a file of the layer below is adopted
+/// (it was refused: the parent's file, found where the child's goes, was taken for the
+/// child's own content), its content is the child's, and the store checks clean.
+#[test]
+fn docker_store_adopted_onto_btrfs_with_reflinks() {
+    let Some(fs) = BtrfsFs::new("2G") else {
+        return;
+    };
+    let w = tempfile::tempdir_in("/var/tmp").unwrap();
+    let s0 = Store::new("overlay");
+    let r = w.path().join("rootfs");
+    busybox_rootfs(&r);
+    s0.ok(&[
+        "import",
+        r.to_str().unwrap(),
+        "bb:latest",
+        "-c",
+        "ENV PATH=/bin",
+    ]);
+    let ctx = w.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("short"), "old\n").unwrap();
+    std::fs::write(
+        ctx.join("long"),
+        "the replacement, longer than the file below\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb:latest\nCOPY short /etc/file\nCOPY long /etc/file\nCMD [\"cat\", \"/etc/file\"]\n",
+    )
+    .unwrap();
+    s0.ok(&["build", "-q", "-t", "replaced:1", ctx.to_str().unwrap()]);
+    let archive = w.path().join("replaced.tar");
+    s0.ok(&["save", "-o", archive.to_str().unwrap(), "replaced:1"]);
+    let Some(mut d) = Dockerd::start() else {
+        return;
+    };
+    d.load(&archive);
+    let docker_id = d.ok(&["image", "inspect", "-f", "{{.Id}}", "replaced:1"]);
+    d.stop();
+    // Docker's store copied onto the btrfs filesystem, next to strata's: same filesystem, so
+    // the migration reflinks.
+    let src = fs.mnt.join("docker");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(d.data_root())
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let s = Store::new_in(&fs.mnt.join("strata"), "btrfs");
+    s.ok(&[
+        "system",
+        "migrate",
+        "--from",
+        "docker",
+        "--docker-root",
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(s.image_id("replaced:1"), docker_id.trim());
+    assert_eq!(
+        s.ok(&["run", "--rm", "replaced:1"]),
+        "the replacement, longer than the file below\n"
+    );
+    s.fsck_clean();
+}

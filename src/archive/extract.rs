@@ -489,8 +489,10 @@ impl<R: Read> Extractor<R> {
             left -= k as u64;
         }
         let id = self.split.file(canon, e.size)?;
-        self.tracked.insert(canon.to_vec(), (id, e.size));
         self.skip_raw(padding(e.size) as u64)?;
+        // Tracked only once placed: replacing what is already at this path (a btrfs
+        // snapshot holds the parent layer's file there) must not capture that file as this
+        // entry's content.
         let link = self.donor.as_ref().is_some_and(|d| d.link())
             && e.xattrs.is_empty()
             && rfs::fstat(&src).is_ok_and(|st| {
@@ -507,6 +509,7 @@ impl<R: Read> Extractor<R> {
                 r = rfs::linkat(&src, c"", pfd, name, AtFlags::EMPTY_PATH);
             }
             if r.is_ok() {
+                self.tracked.insert(canon.to_vec(), (id, e.size));
                 return Ok(());
             }
         }
@@ -530,6 +533,7 @@ impl<R: Read> Extractor<R> {
                 )));
             }
         }
+        self.tracked.insert(canon.to_vec(), (id, e.size));
         self.finish_file(&f, canon, e)
     }
 
@@ -694,7 +698,13 @@ impl<R: Read> Extractor<R> {
             )
             .map_err(|er| self.ioe("open", canon, er))?;
             self.split
-                .capture(id, size, &mut File::from(fd), &mut self.buf)?;
+                .capture(id, size, &mut File::from(fd), &mut self.buf)
+                .map_err(|er| match er {
+                    ArchiveError::SplitMismatch(m) => {
+                        ArchiveError::SplitMismatch(format!("{}: {m}", show(canon).display()))
+                    }
+                    other => other,
+                })?;
         }
         Ok(())
     }
