@@ -236,11 +236,7 @@ impl Driver for Btrfs {
 
     fn mount(&self, id: &str) -> Result<PathBuf, DriverError> {
         Self::check_id(id)?;
-        let dir = self.dir(id);
-        if !dir.is_dir() {
-            return Err(DriverError::NotFound(id.to_string()));
-        }
-        Ok(dir)
+        fsutil::existing_layer_dir(self.dir(id), id)
     }
 
     fn unmount(&self, _id: &str) -> Result<(), DriverError> {
@@ -254,11 +250,7 @@ impl Driver for Btrfs {
     /// The layer's whole tree (as vfs): a snapshot holds all of its parent's files.
     fn usage(&self, id: &str) -> Result<Usage, DriverError> {
         Self::check_id(id)?;
-        let dir = self.dir(id);
-        if !dir.is_dir() {
-            return Err(DriverError::NotFound(id.to_string()));
-        }
-        fsutil::dir_usage(&dir)
+        fsutil::dir_usage(&fsutil::existing_layer_dir(self.dir(id), id)?)
     }
 
     /// Docker's btrfs lines are "Build Version" and "Library Version" (of the libbtrfs it was

@@ -236,6 +236,19 @@ fn remove_contents(dirfd: OwnedFd, path: &Path, dev: u64) -> Result<(), DriverEr
     Ok(())
 }
 
+/// The directory a layer `id` lives in, for drivers whose layers are plain directories (vfs,
+/// btrfs subvolumes): NotFound when it is not there.
+pub fn existing_layer_dir(
+    dir: std::path::PathBuf,
+    id: &str,
+) -> Result<std::path::PathBuf, DriverError> {
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(DriverError::NotFound(id.to_string()))
+    }
+}
+
 /// Bytes (st_size of non-directories) and inodes under `path` (itself included), hardlinks
 /// counted once by (dev, ino), not following symlinks and not crossing into other filesystems.
 pub fn dir_usage(path: &Path) -> Result<Usage, DriverError> {

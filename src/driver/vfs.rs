@@ -93,11 +93,7 @@ impl Driver for Vfs {
 
     fn mount(&self, id: &str) -> Result<PathBuf, DriverError> {
         Self::check_id(id)?;
-        let dir = self.dir(id);
-        if !dir.is_dir() {
-            return Err(DriverError::NotFound(id.to_string()));
-        }
-        Ok(dir)
+        fsutil::existing_layer_dir(self.dir(id), id)
     }
 
     fn unmount(&self, _id: &str) -> Result<(), DriverError> {
@@ -110,11 +106,7 @@ impl Driver for Vfs {
 
     fn usage(&self, id: &str) -> Result<Usage, DriverError> {
         Self::check_id(id)?;
-        let dir = self.dir(id);
-        if !dir.is_dir() {
-            return Err(DriverError::NotFound(id.to_string()));
-        }
-        fsutil::dir_usage(&dir)
+        fsutil::dir_usage(&fsutil::existing_layer_dir(self.dir(id), id)?)
     }
 
     /// Docker's vfs driver reports no status lines.
